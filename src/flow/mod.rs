@@ -1,0 +1,1 @@
+//! Flow keys, per-worker flow tables and TCP state tracking.
