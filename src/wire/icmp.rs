@@ -249,7 +249,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     ///
     /// `Unsupported` when the message is not an error, the quoted protocol is neither TCP nor
     /// UDP, or the quoted packet is a non-first fragment (its ports are not there); nothing is
-    /// changed in those cases.
+    /// changed in those cases. A quoted TCP checksum cut in half by the end of the quote is left
+    /// as it is: its new value depends on the missing byte.
+    /// (RFC 5508 asks NATs for exactly this translation of ICMP error payloads.)
     #[inline]
     pub fn rewrite_embedded_src(
         &mut self,
