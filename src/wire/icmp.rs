@@ -673,6 +673,27 @@ mod tests {
     }
 
     #[test]
+    fn half_quoted_tcp_checksum_is_left_alone() {
+        // Quote the SYN up to the first byte of its TCP checksum (20 + 17 bytes).
+        let mut syn = [0u8; 44];
+        syn[..28].copy_from_slice(&FRAG_NEEDED_TCP[8..]);
+        syn[28..].copy_from_slice(&[
+            0x00, 0x00, 0x00, 0x00, 0x60, 0x02, 0xfa, 0xf0, 0x57, 0xb2, 0x00, 0x00, 0x02, 0x04,
+            0x05, 0xb4,
+        ]);
+        let mut message = [0u8; 8 + 37];
+        message[..8].copy_from_slice(&FRAG_NEEDED_TCP[..8]);
+        message[8..].copy_from_slice(&syn[..37]);
+        let mut packet = IcmpPacket::new_checked(&mut message[..]).unwrap();
+        packet.fill_checksum();
+        packet
+            .rewrite_embedded_dst(Ipv4Addr::new(192, 168, 10, 5), 8080)
+            .unwrap();
+        assert!(packet.verify_checksum());
+        assert_eq!(message[8 + 36], 0x57);
+    }
+
+    #[test]
     fn embedded_validation() {
         assert_eq!(
             EmbeddedIpv4::new_checked(&[][..]),
