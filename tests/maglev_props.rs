@@ -147,6 +147,21 @@ proptest! {
     }
 
     #[test]
+    fn shares_within_one_percent_at_default_size(
+        backends in backends(50, 1..=100),
+        seed in any::<u64>(),
+    ) {
+        let size = DEFAULT_TABLE_SIZE;
+        let table = MaglevTable::build(&backends, size, seed).unwrap();
+        let total: u64 = backends.iter().map(|b| b.weight as u64).sum();
+        for (b, c) in backends.iter().zip(table.slot_counts(backends.len())) {
+            let share = c as f64 / size as f64;
+            let ideal = b.weight as f64 / total as f64;
+            prop_assert!((share - ideal).abs() <= 0.01, "{} slots: {} vs {}", c, share, ideal);
+        }
+    }
+
+    #[test]
     fn lookup_always_names_a_given_backend(
         backends in backends(100, 1..=10),
         hashes in proptest::collection::vec(any::<u64>(), 64),
@@ -157,6 +172,42 @@ proptest! {
             let b = table.lookup(h).unwrap();
             prop_assert!((b as usize) < backends.len());
             prop_assert_eq!(table.slot_of(h), ((h >> 32) as u32) % 16381);
+        }
+    }
+}
+
+#[test]
+fn every_offered_size_fills_every_slot() {
+    // Deterministic companion to the proptest: each offered size, several set
+    // sizes up to the largest that fits, weights 1..=100 and some draining.
+    for &size in TABLE_SIZES {
+        for n in [1usize, 2, 7, 50, 250.min(size as usize)] {
+            let backends: Vec<MaglevBackend> = (0..n)
+                .map(|i| {
+                    let h = hash_words_v1(i as u64, size as u64, 11);
+                    let weight = if i % 5 == 4 { 0 } else { 1 + (h % 100) as u32 };
+                    backend_of((i % 2 == 0, h as u32 ^ i as u32, (h >> 40) as u16), weight)
+                })
+                .collect();
+            let table = MaglevTable::build(&backends, size, size as u64).unwrap();
+            assert!(
+                table.slots().iter().all(|&s| (s as usize) < n),
+                "size {size}, n {n}"
+            );
+            let counts = table.slot_counts(n);
+            for (b, c) in backends.iter().zip(counts) {
+                // A small positive weight may round to no slot in a table
+                // with fewer than 100 slots per backend.
+                let must_have_slots = b.weight > 0 && size as usize >= 100 * n;
+                assert!(
+                    b.weight > 0 || c == 0,
+                    "size {size}, n {n}, {b:?}: {c} slots"
+                );
+                assert!(
+                    !must_have_slots || c > 0,
+                    "size {size}, n {n}, {b:?}: no slot"
+                );
+            }
         }
     }
 }
