@@ -1,1 +1,776 @@
-//! Weighted Maglev consistent hashing.
+//! Weighted Maglev consistent hashing (Eisenbud et al., NSDI 2016), as used
+//! by Katran and Cilium.
+//!
+//! The control thread builds a [`MaglevTable`] per service off the hot path;
+//! workers only call [`MaglevTable::lookup`]. Every sluice instance given the
+//! same endpoint set must build a bit-identical table (DESIGN.md, "Flows and
+//! consistency"), so everything that decides a slot is a pure function of the
+//! endpoints' identities (address and port), their weights, the table size and
+//! the per-service seed, never of the order the endpoints were given in.
+//!
+//! # Stable contract (`MAGLEV_V1`)
+//!
+//! Changing any of these moves flows between backends on running clusters,
+//! so they are frozen by `v1_tables_are_frozen` below:
+//! - identity bytes: `[4, a, b, c, d, port_hi, port_lo]` for IPv4 and
+//!   `[6, 16 address bytes, port_hi, port_lo]` for IPv6;
+//! - `offset = reduce(hash_bytes_v1(identity, hash_words_v1(seed, OFFSET_DOMAIN, 0)), size)`,
+//!   `skip = 1 + reduce(hash_bytes_v1(identity, hash_words_v1(seed, SKIP_DOMAIN, 0)), size - 1)`;
+//! - fill order: per-round credit (see [`fill_by_rounds`]), backends visited
+//!   in canonical order (sorted by `(addr, port)`, `IpAddr`'s `Ord`);
+//! - lookup: `slot = ((flow_hash >> 32) as u32) % size`, computed with
+//!   Lemire's fastmod, so no division runs per packet.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::hash::{hash_bytes_v1, hash_words_v1, reduce};
+
+/// The table size Katran and Cilium default to: prime, and large enough that
+/// a service with up to ~650 backends stays within 1% of its weight shares.
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+
+/// Primes offered as table sizes (Cilium's list plus 65537).
+pub const TABLE_SIZES: &[u32] = &[
+    251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 65537, 131071,
+];
+
+/// Slot value of a table in which no backend has a positive weight.
+pub const NO_BACKEND: u16 = u16::MAX;
+
+/// Largest number of backends a table can index: slots are `u16` and
+/// [`NO_BACKEND`] is reserved.
+pub const MAX_BACKENDS: usize = 65534;
+
+/// Smallest accepted table size; below it, weights cannot be represented.
+pub const MIN_TABLE_SIZE: u32 = 7;
+
+/// Largest accepted table size (16 Mi slots of `u16`, 32 MiB per service).
+pub const MAX_TABLE_SIZE: u32 = 1 << 24;
+
+// Domain separators so that offset and skip come from independent hashes of
+// the same identity, even for the same service seed.
+const OFFSET_DOMAIN: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
+const SKIP_DOMAIN: u64 = 0x6d61_676c_6576_736b; // "maglevsk"
+const DIGEST_SEED: u64 = 0x6d61_676c_6576_6467; // "maglevdg"
+
+// Digest stand-ins for slots that name no identity; any fixed values that
+// identity hashes are unlikely to produce will do.
+const DIGEST_EMPTY_SLOT: u64 = 0xe3e3_e3e3_e3e3_e3e3;
+const DIGEST_UNKNOWN_INDEX: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+
+/// One backend (endpoint) of a service as Maglev sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MaglevBackend {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Relative share of the table; 0 gives no slots (a draining endpoint).
+    pub weight: u32,
+}
+
+impl MaglevBackend {
+    pub const fn new(addr: IpAddr, port: u16, weight: u32) -> Self {
+        MaglevBackend { addr, port, weight }
+    }
+
+    /// The identity Maglev hashes: address and port, never the weight, so a
+    /// weight change does not move the backend's permutation.
+    pub fn endpoint(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+
+    /// Canonical order of identities; ties here are duplicates.
+    fn identity_key(&self) -> (IpAddr, u16) {
+        (self.addr, self.port)
+    }
+}
+
+/// Identity bytes, tagged with the address family so an IPv4 address and its
+/// IPv4-mapped IPv6 form are different backends.
+struct IdentityBytes {
+    buf: [u8; 19],
+    len: usize,
+}
+
+impl IdentityBytes {
+    fn of(backend: &MaglevBackend) -> Self {
+        let mut buf = [0u8; 19];
+        let len = match backend.addr {
+            IpAddr::V4(v4) => {
+                buf[0] = 4;
+                buf[1..5].copy_from_slice(&v4.octets());
+                buf[5..7].copy_from_slice(&backend.port.to_be_bytes());
+                7
+            }
+            IpAddr::V6(v6) => {
+                buf[0] = 6;
+                buf[1..17].copy_from_slice(&v6.octets());
+                buf[17..19].copy_from_slice(&backend.port.to_be_bytes());
+                19
+            }
+        };
+        IdentityBytes { buf, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Why a Maglev table could not be built. Nothing is built on error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaglevError {
+    #[error(
+        "Maglev table size {0} is not prime: permutations only cover every slot when the \
+         size is prime; use one of {TABLE_SIZES:?} (or another prime in [7, 16777216])"
+    )]
+    NotPrime(u32),
+    #[error("Maglev table size {0} is outside [7, 16777216]; use one of {TABLE_SIZES:?}")]
+    SizeOutOfRange(u32),
+    #[error(
+        "{backends} backends with weight > 0 do not fit in a Maglev table of {size} slots; \
+         use a table size of at least 100 x backends (one of {TABLE_SIZES:?})"
+    )]
+    TooManyBackends { backends: usize, size: u32 },
+    #[error(
+        "{backends} backends given but a Maglev table indexes at most 65534 (slots are u16); \
+         split the service"
+    )]
+    BackendIndexOverflow { backends: usize },
+    #[error(
+        "backend {endpoint} is listed more than once; each (address, port) may appear once, \
+         with one weight"
+    )]
+    DuplicateBackend { endpoint: SocketAddr },
+}
+
+/// Checks that `size` can be a Maglev table size: prime and within
+/// [[`MIN_TABLE_SIZE`], [`MAX_TABLE_SIZE`]].
+pub fn validate_table_size(size: u32) -> Result<(), MaglevError> {
+    if !(MIN_TABLE_SIZE..=MAX_TABLE_SIZE).contains(&size) {
+        return Err(MaglevError::SizeOutOfRange(size));
+    }
+    if !is_prime(size) {
+        return Err(MaglevError::NotPrime(size));
+    }
+    Ok(())
+}
+
+/// Trial division: sizes are at most 2^24, so at most ~2000 odd divisors.
+fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n % 2 == 0 {
+        return n == 2;
+    }
+    let mut d = 3u32;
+    while (d as u64) * (d as u64) <= n as u64 {
+        if n % d == 0 {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// Lemire, Kaser, Kurz, "Faster Remainder by Direct Computation" (2019):
+/// with `m = u64::MAX / d + 1` precomputed, `a % d` for any 32-bit `a` is two
+/// multiplications. Exact, not an approximation.
+#[inline(always)]
+fn fastmod_u32(a: u32, m: u64, d: u32) -> u32 {
+    let low_bits = m.wrapping_mul(a as u64);
+    ((low_bits as u128 * d as u128) >> 64) as u32
+}
+
+fn fastmod_constant(d: u32) -> u64 {
+    (u64::MAX / d as u64).wrapping_add(1)
+}
+
+/// A built Maglev lookup table: `size` slots, each the index (into the
+/// backend slice given to [`MaglevTable::build`]) of the backend that owns it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MaglevTable {
+    slots: Box<[u16]>,
+    size: u32,
+    fastmod_m: u64,
+}
+
+/// Where one active backend is in its permutation, plus its weight credit.
+#[derive(Clone, Copy)]
+struct Cursor {
+    pos: u32,
+    skip: u32,
+    weight: u32,
+    /// Index into the caller's slice: what the slots store.
+    input_index: u16,
+    /// Weight accumulated and not yet spent on a slot (round strategy), or
+    /// slots placed so far (event strategy).
+    credit: u64,
+}
+
+/// The table being filled. Probes test an occupancy bitmap rather than the
+/// slots: at 65537 slots the bitmap is 8 KiB and stays in L1, while the `u16`
+/// slots are 128 KiB, and the build is dominated by probes (about
+/// `size * ln(size)` of them) whose latency the mispredicted "slot taken?"
+/// branch exposes.
+struct Filling<'a> {
+    slots: &'a mut [u16],
+    occupied: Vec<u64>,
+    size: u32,
+    remaining: usize,
+}
+
+impl<'a> Filling<'a> {
+    fn new(slots: &'a mut [u16]) -> Self {
+        let size = slots.len() as u32;
+        Filling {
+            occupied: vec![0u64; slots.len().div_ceil(64)],
+            remaining: slots.len(),
+            slots,
+            size,
+        }
+    }
+
+    /// Gives `cursor`'s backend the next free slot of its permutation;
+    /// returns true once the table is full. Only called while a slot is free,
+    /// and a permutation of a prime-sized table visits every slot once per
+    /// `size` steps, so the probe loop terminates.
+    #[inline(always)]
+    fn claim(&mut self, cursor: &mut Cursor) -> bool {
+        loop {
+            let pos = cursor.pos;
+            // Incremental permutation: pos + skip wraps at most once since
+            // both are < size, so a subtraction replaces the modulo.
+            let next = pos + cursor.skip;
+            cursor.pos = if next >= self.size {
+                next - self.size
+            } else {
+                next
+            };
+            let (word, bit) = ((pos >> 6) as usize, 1u64 << (pos & 63));
+            let Some(bits) = self.occupied.get_mut(word) else {
+                continue;
+            };
+            if *bits & bit == 0 {
+                *bits |= bit;
+                if let Some(slot) = self.slots.get_mut(pos as usize) {
+                    *slot = cursor.input_index;
+                }
+                self.remaining -= 1;
+                return self.remaining == 0;
+            }
+        }
+    }
+}
+
+/// How the weighted fill is executed. Both give the same table; they differ
+/// only in cost, which depends on how skewed the weights are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FillStrategy {
+    Rounds,
+    Events,
+}
+
+impl FillStrategy {
+    /// The round loop costs about `size * max_weight / mean_weight` credit
+    /// steps, the event heap about `size * log2(n)` heap steps (each several
+    /// times dearer). Rounds win unless one weight dwarfs the mean.
+    fn choose(cursors: &[Cursor], max_weight: u32) -> Self {
+        let sum: u64 = cursors.iter().map(|c| c.weight as u64).sum();
+        let n = cursors.len() as u64;
+        if (max_weight as u64) * n <= 16 * sum {
+            FillStrategy::Rounds
+        } else {
+            FillStrategy::Events
+        }
+    }
+}
+
+impl MaglevTable {
+    /// Builds the table for `backends` with `size` slots under the service's
+    /// `seed`.
+    ///
+    /// Slots hold indices into `backends` as given; [`NO_BACKEND`] appears
+    /// only when no backend has weight > 0 (then every slot is empty).
+    /// Errors: `size` not a prime in [7, 2^24]; more than 65534 backends;
+    /// more backends with weight > 0 than slots; an (address, port) twice.
+    pub fn build(
+        backends: &[MaglevBackend],
+        size: u32,
+        seed: u64,
+    ) -> Result<MaglevTable, MaglevError> {
+        Self::build_with(backends, size, seed, None)
+    }
+
+    fn build_with(
+        backends: &[MaglevBackend],
+        size: u32,
+        seed: u64,
+        forced: Option<FillStrategy>,
+    ) -> Result<MaglevTable, MaglevError> {
+        validate_table_size(size)?;
+        if backends.len() > MAX_BACKENDS {
+            return Err(MaglevError::BackendIndexOverflow {
+                backends: backends.len(),
+            });
+        }
+
+        // Canonical order: the fill visits backends sorted by identity, so the
+        // result cannot depend on the caller's order. Indices fit u16 (checked
+        // above).
+        let mut canonical: Vec<u16> = (0..backends.len() as u16).collect();
+        canonical.sort_unstable_by_key(|&i| backends[i as usize].identity_key());
+        for pair in canonical.windows(2) {
+            let (a, b) = (&backends[pair[0] as usize], &backends[pair[1] as usize]);
+            if a.identity_key() == b.identity_key() {
+                return Err(MaglevError::DuplicateBackend {
+                    endpoint: a.endpoint(),
+                });
+            }
+        }
+
+        let active = canonical
+            .iter()
+            .filter(|&&i| backends[i as usize].weight > 0)
+            .count();
+        if active > size as usize {
+            return Err(MaglevError::TooManyBackends {
+                backends: active,
+                size,
+            });
+        }
+
+        let mut slots = vec![NO_BACKEND; size as usize].into_boxed_slice();
+        let table_seed_offset = hash_words_v1(seed, OFFSET_DOMAIN, 0);
+        let table_seed_skip = hash_words_v1(seed, SKIP_DOMAIN, 0);
+        let mut cursors: Vec<Cursor> = Vec::with_capacity(active);
+        for &i in &canonical {
+            let backend = &backends[i as usize];
+            if backend.weight == 0 {
+                continue;
+            }
+            let identity = IdentityBytes::of(backend);
+            let offset = reduce(hash_bytes_v1(identity.as_bytes(), table_seed_offset), size);
+            let skip = 1 + reduce(
+                hash_bytes_v1(identity.as_bytes(), table_seed_skip),
+                size - 1,
+            );
+            cursors.push(Cursor {
+                pos: offset,
+                skip,
+                weight: backend.weight,
+                input_index: i,
+                credit: 0,
+            });
+        }
+
+        if let Some(max_weight) = cursors.iter().map(|c| c.weight).max() {
+            let strategy = forced.unwrap_or_else(|| FillStrategy::choose(&cursors, max_weight));
+            match strategy {
+                FillStrategy::Rounds => fill_by_rounds(&mut slots, &mut cursors, max_weight),
+                FillStrategy::Events => fill_by_events(&mut slots, &mut cursors, max_weight),
+            }
+        }
+
+        Ok(MaglevTable {
+            slots,
+            size,
+            fastmod_m: fastmod_constant(size),
+        })
+    }
+
+    /// Number of slots (a prime).
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The slot -> backend index array, `size()` long.
+    pub fn slots(&self) -> &[u16] {
+        &self.slots
+    }
+
+    /// True when no backend has weight > 0: every lookup returns `None`.
+    pub fn is_empty(&self) -> bool {
+        self.slots.first().copied().unwrap_or(NO_BACKEND) == NO_BACKEND
+    }
+
+    /// The slot a flow hash maps to: `((flow_hash >> 32) as u32) % size`
+    /// (the high half is what the V1 mixer randomises best). Part of the
+    /// stable contract; computed with a precomputed fastmod constant.
+    #[inline(always)]
+    pub fn slot_of(&self, flow_hash: u64) -> u32 {
+        fastmod_u32((flow_hash >> 32) as u32, self.fastmod_m, self.size)
+    }
+
+    /// Backend index for a flow hash; `None` if the table is empty.
+    /// Hot path: two multiplications and one load, no division.
+    #[inline(always)]
+    pub fn lookup(&self, flow_hash: u64) -> Option<u16> {
+        let backend = *self.slots.get(self.slot_of(flow_hash) as usize)?;
+        (backend != NO_BACKEND).then_some(backend)
+    }
+
+    /// Slots owned by each of `backend_count` backends (indices as given to
+    /// `build`); for stats and `explain`, not the hot path.
+    pub fn slot_counts(&self, backend_count: usize) -> Vec<u32> {
+        let mut counts = vec![0u32; backend_count];
+        for &s in self.slots.iter() {
+            if let Some(c) = counts.get_mut(s as usize) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    /// Digest of the slot -> backend identity (address, port) mapping, so two
+    /// instances (or two builds with differently ordered inputs) can compare
+    /// tables. `backends` must be the slice the table was built from; an index
+    /// it lacks hashes as a fixed "unknown" marker rather than panicking.
+    pub fn digest(&self, backends: &[MaglevBackend]) -> u64 {
+        let identity_hashes: Vec<u64> = backends
+            .iter()
+            .map(|b| hash_bytes_v1(IdentityBytes::of(b).as_bytes(), DIGEST_SEED))
+            .collect();
+        let mut acc = hash_words_v1(self.size as u64, 1, DIGEST_SEED);
+        for &s in self.slots.iter() {
+            let word = if s == NO_BACKEND {
+                DIGEST_EMPTY_SLOT
+            } else {
+                identity_hashes
+                    .get(s as usize)
+                    .copied()
+                    .unwrap_or(DIGEST_UNKNOWN_INDEX)
+            };
+            acc = hash_words_v1(acc, word, DIGEST_SEED);
+        }
+        acc
+    }
+}
+
+/// Weighted fill, per-round credit (Katran's `MaglevV2`): every round each
+/// backend, in canonical order, adds its weight to its credit and, once the
+/// credit reaches the largest weight, spends that much to claim its next free
+/// slot. After `r` rounds backend `i` has claimed `floor(r * w_i / w_max)`
+/// slots. The fill stops inside some round, which leaves the round count off
+/// the ideal by at most `N * w_max / sum(w)`; so backend `i`'s slot count is
+/// off its ideal `size * w_i / sum(w)` by at most `1 + N * w_i / sum(w)` slots,
+/// i.e. by at most 1% of its own share (plus one slot) once `size > 100 x N`:
+/// inside the 1%-of-table bound with room to spare. Cilium's float credit
+/// against the mean weight gives the same shares but depends on float
+/// rounding; Katran's integer form is exact, so every instance agrees bit for
+/// bit. Ties (two backends wanting the same slot) go to whichever claims first
+/// in a round: the one earlier in canonical (address, port) order, never the
+/// earlier in the caller's list. With equal weights this is plain Maglev.
+fn fill_by_rounds(slots: &mut [u16], cursors: &mut [Cursor], max_weight: u32) {
+    let mut filling = Filling::new(slots);
+    loop {
+        for cursor in cursors.iter_mut() {
+            cursor.credit += cursor.weight as u64;
+            if cursor.credit < max_weight as u64 {
+                continue;
+            }
+            cursor.credit -= max_weight as u64;
+            if filling.claim(cursor) {
+                return;
+            }
+        }
+    }
+}
+
+/// The same fill order as [`fill_by_rounds`], driven by events so that a
+/// skewed weight set (one backend at 10^9, the rest at 1) costs
+/// `O(size log n)` instead of `size` rounds over all `n` backends. Backend
+/// `i`'s `k`-th claim happens in round `ceil(k * w_max / w_i)`; within a round
+/// claims go in canonical order, which the heap key `(round, position)`
+/// reproduces.
+fn fill_by_events(slots: &mut [u16], cursors: &mut [Cursor], max_weight: u32) {
+    let mut filling = Filling::new(slots);
+    let max_weight = max_weight as u64;
+    let round_of_claim = |claim: u64, weight: u32| (claim * max_weight).div_ceil(weight as u64);
+    let mut heap: BinaryHeap<Reverse<(u64, u32)>> = cursors
+        .iter()
+        .enumerate()
+        .map(|(position, c)| Reverse((round_of_claim(1, c.weight), position as u32)))
+        .collect();
+    while let Some(Reverse((_, position))) = heap.pop() {
+        let Some(cursor) = cursors.get_mut(position as usize) else {
+            continue;
+        };
+        if filling.claim(cursor) {
+            return;
+        }
+        // credit counts claims here; claims <= size <= 2^24 and weights
+        // < 2^32, so the round number stays below 2^56.
+        cursor.credit += 1;
+        heap.push(Reverse((
+            round_of_claim(cursor.credit + 1, cursor.weight),
+            position,
+        )));
+    }
+}
+
+impl fmt::Debug for MaglevTable {
+    // The slot array is 64K entries; print its shape, not its contents.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let head = &self.slots[..self.slots.len().min(8)];
+        f.debug_struct("MaglevTable")
+            .field("size", &self.size)
+            .field("empty", &self.is_empty())
+            .field("first_slots", &head)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn v4_backends(n: usize, weight: impl Fn(usize) -> u32) -> Vec<MaglevBackend> {
+        (0..n)
+            .map(|i| {
+                let addr = Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8);
+                MaglevBackend::new(IpAddr::V4(addr), 8080, weight(i))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fastmod_matches_modulo() {
+        let mut sizes: Vec<u32> = TABLE_SIZES.to_vec();
+        sizes.extend([7, 11, 16_777_213]);
+        let edges = [
+            0u32,
+            1,
+            2,
+            6,
+            7,
+            65536,
+            65537,
+            65538,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
+        for &d in &sizes {
+            let m = fastmod_constant(d);
+            for &a in &edges {
+                assert_eq!(fastmod_u32(a, m, d), a % d, "a={a} d={d}");
+            }
+            let mut x = 0x1234_5678_9abc_def0u64;
+            for _ in 0..10_000 {
+                x = hash_words_v1(x, d as u64, 3);
+                let a = (x >> 32) as u32;
+                assert_eq!(fastmod_u32(a, m, d), a % d, "a={a} d={d}");
+            }
+        }
+    }
+
+    #[test]
+    fn slot_of_is_high_half_mod_size() {
+        let t = MaglevTable::build(&v4_backends(3, |_| 1), 251, 0).unwrap();
+        for h in [
+            0u64,
+            u64::MAX,
+            0xffff_ffff,
+            0x1_0000_0000,
+            251 << 32,
+            252 << 32,
+        ] {
+            assert_eq!(t.slot_of(h), ((h >> 32) as u32) % 251);
+        }
+    }
+
+    #[test]
+    fn sizes_must_be_prime_and_in_range() {
+        for &size in TABLE_SIZES {
+            assert_eq!(validate_table_size(size), Ok(()));
+        }
+        assert_eq!(
+            validate_table_size(65536),
+            Err(MaglevError::NotPrime(65536))
+        );
+        assert_eq!(validate_table_size(1001), Err(MaglevError::NotPrime(1001)));
+        assert_eq!(validate_table_size(5), Err(MaglevError::SizeOutOfRange(5)));
+        assert_eq!(validate_table_size(0), Err(MaglevError::SizeOutOfRange(0)));
+        assert_eq!(
+            validate_table_size(16_777_259),
+            Err(MaglevError::SizeOutOfRange(16_777_259))
+        );
+        let msg = MaglevTable::build(&[], 1000, 0).unwrap_err().to_string();
+        assert!(msg.contains("65537") && msg.contains("251"), "{msg}");
+        assert!(is_prime(16_777_213) && is_prime(7) && !is_prime(9) && !is_prime(1));
+    }
+
+    #[test]
+    fn rejects_too_many_backends() {
+        let eight = v4_backends(8, |_| 1);
+        assert_eq!(
+            MaglevTable::build(&eight, 7, 0),
+            Err(MaglevError::TooManyBackends {
+                backends: 8,
+                size: 7
+            })
+        );
+        // Draining backends take no slot, so they do not count against the size.
+        let mut seven_active = eight.clone();
+        seven_active[3].weight = 0;
+        let t = MaglevTable::build(&seven_active, 7, 0).unwrap();
+        assert_eq!(t.slot_counts(8)[3], 0);
+        assert!(t
+            .slot_counts(8)
+            .iter()
+            .enumerate()
+            .all(|(i, &c)| i == 3 || c == 1));
+
+        let huge = v4_backends(MAX_BACKENDS + 1, |_| 0);
+        assert_eq!(
+            MaglevTable::build(&huge, DEFAULT_TABLE_SIZE, 0),
+            Err(MaglevError::BackendIndexOverflow {
+                backends: MAX_BACKENDS + 1
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_identities_even_with_different_weights() {
+        let mut b = v4_backends(5, |_| 1);
+        b.push(MaglevBackend { weight: 7, ..b[2] });
+        let err = MaglevTable::build(&b, 251, 0).unwrap_err();
+        assert_eq!(
+            err,
+            MaglevError::DuplicateBackend {
+                endpoint: b[2].endpoint()
+            }
+        );
+        assert!(err.to_string().contains("10.1.0.2:8080"));
+        // Same address, other port: a different backend.
+        b[5].port = 8081;
+        assert!(MaglevTable::build(&b, 251, 0).is_ok());
+    }
+
+    #[test]
+    fn all_zero_weights_or_no_backends_give_an_empty_table() {
+        for backends in [vec![], v4_backends(4, |_| 0)] {
+            let t = MaglevTable::build(&backends, 251, 9).unwrap();
+            assert!(t.is_empty());
+            assert_eq!(t.size(), 251);
+            assert!(t.slots().iter().all(|&s| s == NO_BACKEND));
+            for h in [0u64, 1 << 40, u64::MAX] {
+                assert_eq!(t.lookup(h), None);
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_and_mapped_ipv6_are_distinct_backends() {
+        let v4 = Ipv4Addr::new(192, 0, 2, 1);
+        let b = [
+            MaglevBackend::new(IpAddr::V4(v4), 80, 1),
+            MaglevBackend::new(IpAddr::V6(v4.to_ipv6_mapped()), 80, 1),
+            MaglevBackend::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 80, 1),
+        ];
+        let t = MaglevTable::build(&b, 1021, 0).unwrap();
+        assert!(
+            t.slot_counts(3).iter().all(|&c| c > 300),
+            "{:?}",
+            t.slot_counts(3)
+        );
+    }
+
+    #[test]
+    fn strategies_agree_on_skewed_and_even_weights() {
+        let weight_sets: [&dyn Fn(usize) -> u32; 4] = [
+            &|_| 1,
+            &|i| (i as u32 % 100) + 1,
+            &|i| if i == 0 { u32::MAX } else { 1 + i as u32 % 3 },
+            &|i| {
+                if i % 7 == 0 {
+                    0
+                } else {
+                    1_000_000 / (i as u32 + 1)
+                }
+            },
+        ];
+        for (k, weight) in weight_sets.iter().enumerate() {
+            for (n, size) in [(1, 7), (5, 251), (40, 4093), (300, 65537)] {
+                let b = v4_backends(n, weight);
+                let rounds =
+                    MaglevTable::build_with(&b, size, 5, Some(FillStrategy::Rounds)).unwrap();
+                let events =
+                    MaglevTable::build_with(&b, size, 5, Some(FillStrategy::Events)).unwrap();
+                assert_eq!(
+                    rounds.slots(),
+                    events.slots(),
+                    "weights #{k}, n={n}, size={size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_weight_skew_builds_and_stays_proportional() {
+        // Through the round loop this would be ~65537 rounds x 1000 backends;
+        // the chooser must switch to events.
+        let b = v4_backends(1000, |i| if i == 0 { 4_000_000_000 } else { 4_000_000 });
+        let t = MaglevTable::build(&b, 131_071, 1).unwrap();
+        let counts = t.slot_counts(b.len());
+        let total: u64 = b.iter().map(|b| b.weight as u64).sum();
+        for (c, backend) in counts.iter().zip(&b) {
+            let ideal = 131_071.0 * backend.weight as f64 / total as f64;
+            // The documented bound of `fill_by_rounds`: 1 + N * w_i / sum(w).
+            let bound = 1.0 + 1000.0 * backend.weight as f64 / total as f64;
+            assert!((*c as f64 - ideal).abs() <= bound, "{c} vs {ideal}");
+            assert!((*c as f64 - ideal).abs() / 131_071.0 < 0.01);
+        }
+    }
+
+    #[test]
+    fn lookup_returns_the_slot_owner() {
+        let b = v4_backends(10, |i| i as u32 + 1);
+        let t = MaglevTable::build(&b, 4093, 2).unwrap();
+        let mut h = 1u64;
+        for _ in 0..10_000 {
+            h = hash_words_v1(h, 0, 0);
+            let owner = t.lookup(h).unwrap();
+            assert!(owner < 10);
+            assert_eq!(owner, t.slots()[t.slot_of(h) as usize]);
+        }
+    }
+
+    #[test]
+    fn digest_ignores_input_order_and_sees_changes() {
+        let b = v4_backends(20, |i| i as u32 % 4 + 1);
+        let t = MaglevTable::build(&b, 4093, 7).unwrap();
+        let mut reversed = b.clone();
+        reversed.reverse();
+        let t_rev = MaglevTable::build(&reversed, 4093, 7).unwrap();
+        assert_ne!(t.slots(), t_rev.slots());
+        assert_eq!(t.digest(&b), t_rev.digest(&reversed));
+
+        let mut reweighted = b.clone();
+        reweighted[4].weight += 3;
+        let t2 = MaglevTable::build(&reweighted, 4093, 7).unwrap();
+        assert_ne!(t.digest(&b), t2.digest(&reweighted));
+        // A wrong backend slice must not panic.
+        assert_ne!(t.digest(&b[..3]), t.digest(&b));
+    }
+
+    #[test]
+    fn v1_tables_are_frozen() {
+        // Part of the contract between instances: a failure here means every
+        // running service would move flows after an upgrade.
+        let b = v4_backends(16, |i| i as u32 % 5);
+        let t = MaglevTable::build(&b, 251, 42).unwrap();
+        assert_eq!(&t.slots()[..16], FROZEN_HEAD);
+        assert_eq!(t.digest(&b), FROZEN_DIGEST);
+        let t = MaglevTable::build(&b, DEFAULT_TABLE_SIZE, 42).unwrap();
+        assert_eq!(t.digest(&b), FROZEN_DIGEST_65537);
+    }
+
+    const FROZEN_HEAD: &[u16] = &[4, 12, 11, 3, 14, 7, 12, 8, 13, 9, 2, 13, 7, 9, 4, 1];
+    const FROZEN_DIGEST: u64 = 15_759_266_772_233_448_414;
+    const FROZEN_DIGEST_65537: u64 = 17_574_570_730_400_831_518;
+}
