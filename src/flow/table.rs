@@ -492,3 +492,352 @@ impl<K: TableKey + core::fmt::Debug> core::fmt::Debug for FlowTable<K> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::key::ip_proto;
+
+    const SEED: u64 = 0x5eed;
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey {
+            client_addr: 0x0a00_0000 | i,
+            vip_addr: 0xc612_0064,
+            client_port: (i % 50_000) as u16 + 1024,
+            vip_port: 80,
+            proto: ip_proto::TCP,
+        }
+    }
+
+    fn established(now: Tick) -> FlowEntry {
+        FlowEntry::new(0xc0a8_0001, 8080, FlowState::Established, now)
+    }
+
+    fn table(capacity: usize) -> FlowTable {
+        FlowTable::new(capacity, Timeouts::default(), SEED)
+    }
+
+    fn add(t: &mut FlowTable, i: u32, entry: FlowEntry, now: Tick) -> Inserted {
+        let k = key(i);
+        let h = t.hash(&k);
+        assert_eq!(t.lookup(&k, h), None);
+        t.insert(k, h, entry, now)
+    }
+
+    fn find(t: &FlowTable, i: u32) -> Option<FlowId> {
+        let k = key(i);
+        t.lookup(&k, t.hash(&k))
+    }
+
+    #[test]
+    fn slot_and_entry_are_small() {
+        assert_eq!(FlowTable::<FlowKey>::slot_bytes(), 44);
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 28);
+    }
+
+    #[test]
+    fn try_new_rejects_bad_parameters_with_explanations() {
+        let e = FlowTable::<FlowKey>::try_new(0, Timeouts::default(), 0).unwrap_err();
+        assert_eq!(e, FlowTableError::ZeroCapacity);
+        assert!(e.to_string().contains("at least one"));
+        let e = FlowTable::<FlowKey>::try_new(MAX_CAPACITY + 1, Timeouts::default(), 0);
+        assert!(matches!(e, Err(FlowTableError::CapacityTooLarge(_))));
+        let bad = Timeouts {
+            udp: u32::MAX,
+            ..Timeouts::default()
+        };
+        let e = FlowTable::<FlowKey>::try_new(4, bad, 0).unwrap_err();
+        assert!(e.to_string().contains("udp"), "{e}");
+    }
+
+    #[test]
+    #[should_panic(expected = "capacity is 0")]
+    fn new_panics_on_zero_capacity() {
+        let _ = table(0);
+    }
+
+    #[test]
+    fn new_table_is_empty_and_preallocated() {
+        let t = table(1000);
+        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.capacity(), 1000);
+        assert!(t.index.capacity() >= 2 * 1000 + 2);
+        assert!(t.allocated_bytes() >= 1000 * 44);
+        assert_eq!(t.iter().count(), 0);
+        assert_eq!(t.timeouts(), &Timeouts::default());
+    }
+
+    #[test]
+    fn hash_is_the_seeded_table_hash() {
+        let t = table(4);
+        let other = FlowTable::<FlowKey>::new(4, Timeouts::default(), SEED + 1);
+        let k = key(1);
+        assert_eq!(t.hash(&k), k.table_hash(SEED));
+        assert_ne!(t.hash(&k), other.hash(&k));
+    }
+
+    #[test]
+    fn insert_then_lookup_key_entry_get() {
+        let mut t = table(8);
+        let ins = add(&mut t, 1, established(5), 5);
+        assert_eq!(ins.evicted, None);
+        assert_eq!(find(&t, 1), Some(ins.id));
+        assert_eq!(t.key(ins.id), &key(1));
+        assert_eq!(t.entry(ins.id), &established(5));
+        assert_eq!(t.get(ins.id), Some((&key(1), &established(5))));
+        assert_eq!(t.len(), 1);
+        assert!(!t.is_empty());
+        assert_eq!(find(&t, 2), None);
+    }
+
+    #[test]
+    fn lookup_misses_keys_that_differ_in_one_field() {
+        let mut t = table(8);
+        add(&mut t, 1, established(0), 0);
+        let k = key(1);
+        for other in [
+            FlowKey {
+                proto: ip_proto::UDP,
+                ..k
+            },
+            FlowKey { vip_port: 443, ..k },
+            FlowKey {
+                client_port: k.client_port + 1,
+                ..k
+            },
+        ] {
+            assert_eq!(t.lookup(&other, t.hash(&other)), None);
+        }
+    }
+
+    #[test]
+    fn entry_mut_updates_in_place() {
+        let mut t = table(8);
+        let id = add(&mut t, 1, established(0), 0).id;
+        let e = t.entry_mut(id);
+        e.last_seen = 77;
+        e.state = e.state.next_tcp(
+            crate::flow::Direction::Original,
+            crate::flow::tcp_flags::RST,
+        );
+        assert_eq!(t.entry(id).last_seen, 77);
+        assert_eq!(t.entry(id).state, FlowState::Closed);
+    }
+
+    #[test]
+    fn remove_frees_the_slot_for_reuse_and_ignores_dead_ids() {
+        let mut t = table(2);
+        let a = add(&mut t, 1, established(0), 0).id;
+        let b = add(&mut t, 2, established(0), 0).id;
+        t.remove(a);
+        assert_eq!(find(&t, 1), None);
+        assert_eq!(find(&t, 2), Some(b));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(a), None);
+        t.remove(a);
+        t.remove(12345);
+        assert_eq!(t.len(), 1);
+        let c = add(&mut t, 3, established(0), 0);
+        assert_eq!((c.id, c.evicted), (a, None));
+        assert_eq!(find(&t, 3), Some(a));
+    }
+
+    #[test]
+    #[should_panic(expected = "not a live flow")]
+    fn entry_of_a_removed_flow_panics() {
+        let mut t = table(2);
+        let id = add(&mut t, 1, established(0), 0).id;
+        t.remove(id);
+        let _ = t.entry(id);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a live flow")]
+    fn key_of_an_out_of_range_id_panics() {
+        let _ = table(2).key(2);
+    }
+
+    #[test]
+    fn is_expired_is_strictly_after_the_timeout() {
+        let mut t = table(4);
+        let timeout = Timeouts::default().established;
+        let id = add(&mut t, 1, established(1000), 1000).id;
+        assert!(!t.is_expired(id, 1000));
+        assert!(!t.is_expired(id, 1000 + timeout));
+        assert!(t.is_expired(id, 1000 + timeout + 1));
+        // A clock read that lags last_seen is not an enormous age.
+        assert!(!t.is_expired(id, 999));
+        assert!(!t.is_expired(u32::MAX - 3, 0));
+    }
+
+    #[test]
+    fn is_expired_survives_clock_wrap() {
+        let mut t = table(4);
+        let closed = Timeouts::default().closed;
+        let start = u32::MAX - 100;
+        let entry = FlowEntry::new(1, 1, FlowState::Closed, start);
+        let id = add(&mut t, 1, entry, start).id;
+        assert!(!t.is_expired(id, start.wrapping_add(closed)));
+        assert!(t.is_expired(id, start.wrapping_add(closed + 1)));
+        assert!(!t.is_expired(id, 5)); // just after the wrap
+    }
+
+    #[test]
+    fn expire_removes_only_expired_flows_within_budget() {
+        let mut t = table(100);
+        let closed = Timeouts::default().closed;
+        for i in 0..100 {
+            let state = if i % 2 == 0 {
+                FlowState::Closed
+            } else {
+                FlowState::Established
+            };
+            add(&mut t, i, FlowEntry::new(1, 1, state, 0), 0);
+        }
+        let now = closed + 1;
+        assert_eq!(t.expire(now, 10), 5);
+        assert_eq!(t.len(), 95);
+        let mut removed = 5;
+        for _ in 0..20 {
+            removed += t.expire(now, 10);
+        }
+        assert_eq!(removed, 50);
+        assert_eq!(t.len(), 50);
+        assert!(t.iter().all(|(_, _, e)| e.state == FlowState::Established));
+        // Nothing left to expire, a huge budget is capped at one pass.
+        assert_eq!(t.expire(now, usize::MAX), 0);
+        assert_eq!(t.expire(now, 0), 0);
+    }
+
+    #[test]
+    fn full_insert_prefers_expired_then_closed_then_oldest() {
+        let cap = EVICTION_SCAN;
+        let t_out = Timeouts::default();
+        // Expired: one flow long idle among fresh ones.
+        let mut t = table(cap);
+        for i in 0..cap as u32 {
+            let seen = if i == 3 { 0 } else { t_out.established };
+            add(&mut t, i, established(seen), seen);
+        }
+        let now = t_out.established + 1;
+        let ins = add(&mut t, 1000, established(now), now);
+        assert_eq!(ins.evicted, Some(EvictReason::Expired));
+        assert_eq!(find(&t, 3), None);
+        assert_eq!(t.len(), cap);
+
+        // Closed: a TimeWait flow goes before any live one.
+        let mut t = table(cap);
+        for i in 0..cap as u32 {
+            let state = if i == 7 {
+                FlowState::TimeWait
+            } else {
+                FlowState::Established
+            };
+            add(&mut t, i, FlowEntry::new(1, 1, state, 10), 10);
+        }
+        let ins = add(&mut t, 1000, established(11), 11);
+        assert_eq!(ins.evicted, Some(EvictReason::Closed));
+        assert_eq!(find(&t, 7), None);
+
+        // Oldest: all live, the least recently seen among the scanned goes.
+        let mut t = table(cap);
+        for i in 0..cap as u32 {
+            add(&mut t, i, established(100 + i), 100 + i);
+        }
+        t.entry_mut(find(&t, 9).unwrap()).last_seen = 50;
+        let ins = add(&mut t, 1000, established(200), 200);
+        assert_eq!(ins.evicted, Some(EvictReason::Oldest));
+        assert_eq!(find(&t, 9), None);
+        assert_eq!(find(&t, 1000), Some(ins.id));
+        assert_eq!(t.len(), cap);
+    }
+
+    #[test]
+    fn insert_into_a_full_table_always_succeeds() {
+        let mut t = table(64);
+        for i in 0..10_000u32 {
+            let ins = add(&mut t, i, established(i), i);
+            assert_eq!(ins.evicted.is_some(), i >= 64);
+            assert_eq!(find(&t, i), Some(ins.id));
+            assert!(t.len() <= 64);
+        }
+        assert_eq!(t.len(), 64);
+    }
+
+    #[test]
+    fn capacity_one_table_evicts_its_only_flow() {
+        let mut t = table(1);
+        add(&mut t, 1, established(0), 0);
+        let ins = add(&mut t, 2, established(1), 1);
+        assert_eq!(ins.evicted, Some(EvictReason::Oldest));
+        assert_eq!((find(&t, 1), find(&t, 2)), (None, Some(0)));
+    }
+
+    #[test]
+    fn index_never_reallocates_under_churn() {
+        let cap = 4096;
+        let mut t = table(cap);
+        let bytes = t.allocated_bytes();
+        for round in 0..50u32 {
+            for i in 0..cap as u32 {
+                add(&mut t, round * cap as u32 + i, established(round), round);
+            }
+            assert_eq!(t.len(), cap);
+            // Remove in an order unrelated to insertion to scatter tombstones.
+            let ids: Vec<FlowId> = t
+                .iter()
+                .map(|(id, _, _)| id)
+                .filter(|id| id % 3 != 0)
+                .collect();
+            for id in ids {
+                t.remove(id);
+            }
+        }
+        assert_eq!(t.allocated_bytes(), bytes);
+    }
+
+    #[test]
+    fn iter_lists_exactly_the_live_flows() {
+        let mut t = table(16);
+        let ids: Vec<FlowId> = (0..10)
+            .map(|i| add(&mut t, i, established(i), i).id)
+            .collect();
+        t.remove(ids[4]);
+        let mut seen: Vec<(FlowId, FlowKey)> = t.iter().map(|(id, k, _)| (id, *k)).collect();
+        seen.sort_by_key(|&(id, _)| id);
+        let mut expected: Vec<(FlowId, FlowKey)> = (0..10u32)
+            .filter(|&i| i != 4)
+            .map(|i| (ids[i as usize], key(i)))
+            .collect();
+        expected.sort_by_key(|&(id, _)| id);
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn set_timeouts_validates_and_applies() {
+        let mut t = table(4);
+        let id = add(&mut t, 1, established(0), 0).id;
+        assert!(t
+            .set_timeouts(Timeouts {
+                established: u32::MAX,
+                ..Timeouts::default()
+            })
+            .is_err());
+        assert!(!t.is_expired(id, 1000));
+        t.set_timeouts(Timeouts {
+            established: 10,
+            ..Timeouts::default()
+        })
+        .unwrap();
+        assert!(t.is_expired(id, 1000));
+    }
+
+    #[test]
+    fn prefetch_accepts_any_id() {
+        let t = table(4);
+        t.prefetch(0);
+        t.prefetch(u32::MAX);
+    }
+}
