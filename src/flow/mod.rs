@@ -1,1 +1,16 @@
 //! Flow keys, per-worker flow tables and TCP state tracking.
+//!
+//! - [`key`]: [`FlowKey`], the client-side 5-tuple, and its stable hash;
+//! - [`tcp`]: [`FlowState`] transitions (conntrack-like) and [`Timeouts`];
+//! - [`table`]: [`FlowTable`], a preallocated slab plus hash index with incremental aging.
+
+pub mod key;
+pub mod table;
+pub mod tcp;
+
+pub use key::{ip_proto, FlowKey, TableKey};
+pub use table::{
+    EvictReason, FlowEntry, FlowId, FlowTable, FlowTableError, Inserted, EVICTION_SCAN,
+    MAX_CAPACITY,
+};
+pub use tcp::{tcp_flags, Direction, FlowState, Tick, TimeoutTooLong, Timeouts, MAX_TIMEOUT_MS};
