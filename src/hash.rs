@@ -73,9 +73,59 @@ pub fn owner_worker(client_addr: u32, client_port: u16, workers: u32) -> u32 {
         return 0;
     }
     reduce(
-        hash_words_v1(client_addr as u64, client_port as u64, 0x5eed_0f_0a11),
+        hash_words_v1(client_addr as u64, client_port as u64, 0x005e_ed0f_0a11),
         workers,
     )
+}
+
+/// A fast hasher for the generation's lookup maps (VIPs, backends,
+/// neighbors). Their keys come from the configuration, so flooding is not a
+/// concern; lookups come from packets, so speed is. Keys write one or two
+/// words (see `VipKey`'s `Hash`), each folded in with one multiplication.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FastBuildHasher;
+
+/// The hasher behind [`FastBuildHasher`].
+#[derive(Clone, Copy, Debug)]
+pub struct FastHasher(u64);
+
+impl std::hash::BuildHasher for FastBuildHasher {
+    type Hasher = FastHasher;
+    #[inline]
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(K0)
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        folded_multiply(self.0, K3)
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = hash_bytes_v1(bytes, self.0);
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = folded_multiply(self.0 ^ i, K1);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,13 @@
 //! - [`control`]: generation publishing;
 //! - [`bench`]: the synthetic-traffic benchmark behind `sluice bench`.
 
+pub mod bench;
+pub mod control;
 pub mod flow;
 pub mod hash;
 pub mod maglev;
+pub mod nat;
+pub mod port;
+pub mod service;
 pub mod wire;
+pub mod worker;

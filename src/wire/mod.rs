@@ -180,6 +180,21 @@ pub(crate) fn write_ipv4(data: &mut [u8], at: usize, addr: std::net::Ipv4Addr) {
     data[at..at + 4].copy_from_slice(&addr.octets());
 }
 
+/// MAC addresses appear in configuration and control replies as
+/// `aa:bb:cc:dd:ee:ff` strings.
+impl serde::Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,193 @@
+//! Generation publishing: bounded channels to workers, acknowledgements
+//! through each worker's shared counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender, TrySendError};
+
+use crate::port::Port;
+use crate::service::Generation;
+use crate::worker::{Counters, Plumbing, Punted, SharedCounters, Worker, WorkerConfig};
+
+/// Why a generation did not take effect everywhere in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("generation {number} not acknowledged within {waited_ms} ms by worker(s) {lagging:?} (stuck or stopped); the previous generation may still run there")]
+    Timeout {
+        number: u64,
+        waited_ms: u64,
+        lagging: Vec<u32>,
+    },
+    #[error("worker {0} has stopped")]
+    WorkerGone(u32),
+    #[error("generation number {number} is not above the current {current}")]
+    NotNewer { number: u64, current: u64 },
+}
+
+/// Running workers and the means to reconfigure and observe them.
+pub struct Dataplane<B: Send + 'static> {
+    senders: Vec<Sender<Arc<Generation>>>,
+    shared: Vec<Arc<SharedCounters>>,
+    handles: Vec<JoinHandle<Counters>>,
+    plumbing: Plumbing<B>,
+    current: Arc<Generation>,
+}
+
+impl<B: Send + 'static> Dataplane<B> {
+    /// Starts one worker per entry of `workers` (its config and its ports),
+    /// all running `gen`.
+    pub fn start<P>(workers: Vec<(WorkerConfig, Vec<P>)>, gen: Generation) -> Dataplane<B>
+    where
+        P: Port<Buf = B> + Send + 'static,
+    {
+        let n = workers.len();
+        let plumbing = Plumbing::new(n, 4096);
+        let current = Arc::new(gen);
+        let epoch = Instant::now();
+        let mut dp = Dataplane {
+            senders: Vec::with_capacity(n),
+            shared: Vec::with_capacity(n),
+            handles: Vec::with_capacity(n),
+            plumbing: plumbing.clone(),
+            current: current.clone(),
+        };
+        for (cfg, ports) in workers {
+            // Depth 4: a worker drains to the newest between bursts, so more
+            // than one pending generation only happens while it is stalled.
+            let (tx, rx) = bounded(4);
+            let shared = Arc::new(SharedCounters::default());
+            shared.generation.store(current.number, Ordering::Release);
+            let worker = Worker::new(
+                cfg.clone(),
+                ports,
+                current.clone(),
+                rx,
+                shared.clone(),
+                plumbing.clone(),
+                epoch,
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("sluice-w{}", cfg.id))
+                .spawn(move || worker.run())
+                .expect("spawning a worker thread");
+            dp.senders.push(tx);
+            dp.shared.push(shared);
+            dp.handles.push(handle);
+        }
+        dp
+    }
+
+    /// The generation most recently published.
+    pub fn current(&self) -> &Arc<Generation> {
+        &self.current
+    }
+
+    /// Sends `gen` to every worker and waits until each runs it (or a newer
+    /// one). Returns how long that took.
+    pub fn publish(
+        &mut self,
+        gen: Generation,
+        timeout: Duration,
+    ) -> Result<Duration, PublishError> {
+        if gen.number <= self.current.number {
+            return Err(PublishError::NotNewer {
+                number: gen.number,
+                current: self.current.number,
+            });
+        }
+        let start = Instant::now();
+        let number = gen.number;
+        let gen = Arc::new(gen);
+        for (i, tx) in self.senders.iter().enumerate() {
+            let mut g = gen.clone();
+            loop {
+                match tx.try_send(g) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(back)) => {
+                        if start.elapsed() > timeout {
+                            return Err(self.timeout(number, start));
+                        }
+                        g = back;
+                        std::thread::yield_now();
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        return Err(PublishError::WorkerGone(i as u32))
+                    }
+                }
+            }
+        }
+        self.current = gen;
+        self.wait_applied(number, timeout.saturating_sub(start.elapsed()))?;
+        Ok(start.elapsed())
+    }
+
+    /// Waits until every worker acknowledges generation `number`.
+    pub fn wait_applied(&self, number: u64, timeout: Duration) -> Result<(), PublishError> {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if self
+                .shared
+                .iter()
+                .all(|s| s.generation.load(Ordering::Acquire) >= number)
+            {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(self.timeout(number, start));
+            }
+            // Workers poll between bursts (microseconds): spin briefly, then
+            // yield, so the answer comes fast without burning the core.
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn timeout(&self, number: u64, start: Instant) -> PublishError {
+        PublishError::Timeout {
+            number,
+            waited_ms: start.elapsed().as_millis() as u64,
+            lagging: self
+                .shared
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.generation.load(Ordering::Acquire) < number)
+                .map(|(i, _)| i as u32)
+                .collect(),
+        }
+    }
+
+    /// Per-worker counters, read without stopping the workers.
+    pub fn counters(&self) -> Vec<Counters> {
+        self.shared.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// Per-worker flow-table occupancy.
+    pub fn flows_active(&self) -> Vec<u64> {
+        self.shared
+            .iter()
+            .map(|s| s.flows_active.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Takes a frame the workers punted (ARP), if any.
+    pub fn take_punted(&self) -> Option<Punted> {
+        self.plumbing.punts.pop()
+    }
+
+    /// Stops every worker and returns their final counters.
+    pub fn stop(self) -> Vec<Counters> {
+        self.plumbing.stop.store(true, Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    }
+}

@@ -1,0 +1,231 @@
+//! DNAT of client->VIP packets to a backend, the reverse for replies, and
+//! the packets sluice answers in place (RST, ICMP echo reply).
+//!
+//! Every rewrite is incremental (RFC 1624): the IP header checksum and the
+//! TCP/UDP pseudo-header checksum are patched for exactly the words that
+//! change, never recomputed over the payload. Callers have validated the
+//! headers (offsets `l3`, `l4` come from the checked views), so the views
+//! here are built unchecked.
+
+use std::net::Ipv4Addr;
+
+use crate::wire::ethernet::EthernetFrame;
+use crate::wire::icmp::IcmpPacket;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::tcp::{TcpFlags, TcpSegment};
+use crate::wire::udp::UdpDatagram;
+use crate::wire::{MacAddr, IPPROTO_TCP, IPPROTO_UDP};
+
+/// Where the headers of a validated frame start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Offsets {
+    pub l3: usize,
+    pub l4: usize,
+    /// End of the IP packet (l3 + total length); Ethernet padding follows.
+    pub end: usize,
+    pub proto: u8,
+}
+
+#[inline]
+fn set_l2(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
+    let mut eth = EthernetFrame::new_unchecked(frame);
+    eth.set_src_addr(src);
+    eth.set_dst_addr(dst);
+}
+
+#[inline]
+fn rewrite_l4_port_and_addr(
+    frame: &mut [u8],
+    o: Offsets,
+    old_addr: Ipv4Addr,
+    new_addr: Ipv4Addr,
+    port: Option<(bool, u16)>,
+) {
+    match o.proto {
+        IPPROTO_TCP => {
+            let mut t = TcpSegment::new_unchecked(&mut frame[o.l4..]);
+            t.update_checksum_for_addr(old_addr, new_addr);
+            match port {
+                Some((true, p)) => t.rewrite_dst_port(p),
+                Some((false, p)) => t.rewrite_src_port(p),
+                None => {}
+            }
+        }
+        IPPROTO_UDP => {
+            let mut u = UdpDatagram::new_unchecked(&mut frame[o.l4..]);
+            u.update_checksum_for_addr(old_addr, new_addr);
+            match port {
+                Some((true, p)) => u.rewrite_dst_port(p),
+                Some((false, p)) => u.rewrite_src_port(p),
+                None => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Client->VIP packet to the backend: destination address and port, TTL,
+/// checksums, and the Ethernet addresses of the egress link.
+#[inline]
+pub fn dnat(
+    frame: &mut [u8],
+    o: Offsets,
+    backend: Ipv4Addr,
+    backend_port: u16,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+) {
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    let vip = ip.dst_addr();
+    ip.rewrite_dst_addr(backend);
+    ip.decrement_ttl();
+    rewrite_l4_port_and_addr(frame, o, vip, backend, Some((true, backend_port)));
+    set_l2(frame, src_mac, dst_mac);
+}
+
+/// Backend->client reply back to the VIP: source address and port, TTL,
+/// checksums, Ethernet addresses.
+#[inline]
+pub fn reverse_dnat(
+    frame: &mut [u8],
+    o: Offsets,
+    vip: Ipv4Addr,
+    vip_port: u16,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+) {
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    let backend = ip.src_addr();
+    ip.rewrite_src_addr(vip);
+    ip.decrement_ttl();
+    rewrite_l4_port_and_addr(frame, o, backend, vip, Some((false, vip_port)));
+    set_l2(frame, src_mac, dst_mac);
+}
+
+/// An ICMP error addressed to a VIP (e.g. "fragmentation needed" about a
+/// packet the VIP sent) steered to the backend that owns the flow: the outer
+/// destination and the embedded source become the backend's.
+pub fn icmp_error_to_backend(
+    frame: &mut [u8],
+    o: Offsets,
+    backend: Ipv4Addr,
+    backend_port: u16,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+) -> bool {
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    ip.rewrite_dst_addr(backend);
+    ip.decrement_ttl();
+    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4..o.end]);
+    if icmp.rewrite_embedded_src(backend, backend_port).is_err() {
+        return false;
+    }
+    set_l2(frame, src_mac, dst_mac);
+    true
+}
+
+/// An ICMP error from a backend about a client's packet, sent on to the
+/// client as if from the VIP: outer source and embedded destination become
+/// the VIP's.
+pub fn icmp_error_from_backend(
+    frame: &mut [u8],
+    o: Offsets,
+    vip: Ipv4Addr,
+    vip_port: u16,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+) -> bool {
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    ip.rewrite_src_addr(vip);
+    ip.decrement_ttl();
+    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4..o.end]);
+    if icmp.rewrite_embedded_dst(vip, vip_port).is_err() {
+        return false;
+    }
+    set_l2(frame, src_mac, dst_mac);
+    true
+}
+
+/// Swaps Ethernet and IP source/destination and resets TTL: the common part
+/// of answering a packet in place. Returns (our address, peer address).
+fn turn_around(frame: &mut [u8], o: Offsets) -> (Ipv4Addr, Ipv4Addr) {
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    let (s, d) = (eth.src_addr(), eth.dst_addr());
+    eth.set_src_addr(d);
+    eth.set_dst_addr(s);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    ip.set_src_addr(dst);
+    ip.set_dst_addr(src);
+    ip.set_ttl(64);
+    (dst, src)
+}
+
+/// Turns a client's TCP segment into the RST that tells the client its
+/// connection is gone (RFC 9293 3.10.7.1: if the segment has ACK, the RST
+/// carries SEQ = SEG.ACK; otherwise SEQ = 0, ACK = SEG.SEQ + SEG.LEN, with
+/// ACK set). IP options and payload are dropped; returns the new frame
+/// length (the caller truncates its buffer to it).
+pub fn tcp_reset_in_place(frame: &mut [u8], o: Offsets) -> usize {
+    let (seg_seq, seg_ack, flags, seg_len, sport, dport) = {
+        let ip = Ipv4Packet::new_unchecked(&frame[o.l3..]);
+        let ip_payload = usize::from(ip.total_len()).saturating_sub(ip.header_len());
+        let t = TcpSegment::new_unchecked(&frame[o.l4..]);
+        let flags = t.flags();
+        let mut len = ip_payload.saturating_sub(t.header_len()) as u32;
+        if flags.syn() {
+            len += 1;
+        }
+        if flags.fin() {
+            len += 1;
+        }
+        (
+            t.seq_number(),
+            t.ack_number(),
+            flags,
+            len,
+            t.src_port(),
+            t.dst_port(),
+        )
+    };
+    let (ours, peer) = turn_around(frame, o);
+    let l4 = o.l3 + 20;
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+        ip.set_header_len(20);
+        ip.set_total_len(40);
+        ip.set_more_fragments(false);
+        ip.set_frag_offset(0);
+        ip.fill_checksum();
+    }
+    let mut t = TcpSegment::new_unchecked(&mut frame[l4..]);
+    t.set_src_port(dport);
+    t.set_dst_port(sport);
+    if flags.ack() {
+        t.set_seq_number(seg_ack);
+        t.set_ack_number(0);
+        t.set_flags(TcpFlags::RST);
+    } else {
+        t.set_seq_number(0);
+        t.set_ack_number(seg_seq.wrapping_add(seg_len));
+        t.set_flags(TcpFlags::RST | TcpFlags::ACK);
+    }
+    t.set_header_len(20);
+    t.set_window(0);
+    t.set_urgent(0);
+    t.fill_checksum(ours, peer);
+    l4 + 20
+}
+
+/// Turns an ICMP echo request to a VIP into the echo reply, in place.
+pub fn icmp_echo_reply_in_place(frame: &mut [u8], o: Offsets) {
+    turn_around(frame, o);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    ip.fill_checksum();
+    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4..o.end]);
+    let old = u16::from_be_bytes([icmp.msg_type(), icmp.code()]);
+    icmp.set_msg_type(crate::wire::icmp::ECHO_REPLY);
+    let new = u16::from_be_bytes([icmp.msg_type(), icmp.code()]);
+    let c = crate::wire::checksum::update_u16(icmp.checksum(), old, new);
+    icmp.set_checksum(c);
+}

@@ -1,0 +1,479 @@
+//! The pinned poll loop: rx burst -> parse -> classify -> flow lookup ->
+//! backend choice -> rewrite -> tx burst, with per-worker counters.
+//!
+//! A worker owns everything it touches per packet (its ports' queues, its
+//! flow table, its counters); the only shared things are read-only (the
+//! current [`Generation`] behind an `Arc`) or lock-free rings (handoff to
+//! another worker, punts to the control thread, generations from it).
+
+mod counters;
+mod process;
+mod verdict;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use crossbeam_queue::ArrayQueue;
+
+pub use counters::{Counters, SharedCounters};
+pub use verdict::{DropReason, Verdict};
+
+use crate::flow::{FlowKey, FlowTable, Tick, Timeouts};
+use crate::hash::owner_worker;
+use crate::port::{PacketBuf, Port};
+use crate::service::Generation;
+use crate::wire::ethernet::EthernetFrame;
+use process::{classify, parse, Class, Lookup, Parsed};
+
+/// Packets per burst.
+pub const BATCH: usize = 32;
+
+/// What a worker does when a poll finds nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum IdlePolicy {
+    /// Spin (bare metal: the core is sluice's alone).
+    BusyPoll,
+    /// After `spin_polls` empty polls, sleep `sleep_us` microseconds between
+    /// polls until traffic returns: bounded wake-up latency, little CPU.
+    Backoff { spin_polls: u32, sleep_us: u32 },
+}
+
+/// How one worker is set up.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub id: u32,
+    pub workers: u32,
+    /// Core to pin to, if any.
+    pub core: Option<usize>,
+    pub flow_capacity: usize,
+    pub timeouts: Timeouts,
+    pub idle: IdlePolicy,
+    /// Flow-table slots examined for expiry per poll.
+    pub expire_budget: usize,
+    /// Benchmark baseline: only swap Ethernet addresses and send back.
+    pub mac_swap_only: bool,
+}
+
+impl WorkerConfig {
+    pub fn new(id: u32, workers: u32) -> WorkerConfig {
+        WorkerConfig {
+            id,
+            workers,
+            core: None,
+            flow_capacity: 1 << 20,
+            timeouts: Timeouts::default(),
+            idle: IdlePolicy::BusyPoll,
+            expire_budget: 16,
+            mac_swap_only: false,
+        }
+    }
+}
+
+/// A frame on its way to the worker that owns its flow, with the port it
+/// arrived on.
+pub type Handoff<B> = (u16, B);
+
+/// A frame for the control thread (ARP), copied: punts are rare and the
+/// control thread must not hold data-path buffers.
+pub type Punted = (u16, Vec<u8>);
+
+/// Rings shared between workers and with the control thread.
+pub struct Plumbing<B> {
+    /// Every worker's inbox, indexed by worker id.
+    pub inboxes: Vec<Arc<ArrayQueue<Handoff<B>>>>,
+    /// Frames for the control thread.
+    pub punts: Arc<ArrayQueue<Punted>>,
+    /// Set to stop every worker.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl<B> Clone for Plumbing<B> {
+    fn clone(&self) -> Self {
+        Plumbing {
+            inboxes: self.inboxes.clone(),
+            punts: self.punts.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+impl<B> Plumbing<B> {
+    pub fn new(workers: usize, depth: usize) -> Plumbing<B> {
+        Plumbing {
+            inboxes: (0..workers)
+                .map(|_| Arc::new(ArrayQueue::new(depth)))
+                .collect(),
+            punts: Arc::new(ArrayQueue::new(1024)),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Per-packet state carried from the lookup stage to the action stage.
+#[derive(Clone, Copy)]
+enum Stage {
+    Drop(DropReason),
+    Punt,
+    Handoff(u32),
+    Forward(Parsed, Lookup),
+    Reply(Parsed),
+    Icmp(Parsed),
+}
+
+/// One pinned worker.
+pub struct Worker<P: Port> {
+    id: u32,
+    n_workers: u32,
+    ports: Vec<P>,
+    gen: Arc<Generation>,
+    gen_rx: Receiver<Arc<Generation>>,
+    flows: FlowTable,
+    counters: Counters,
+    shared: Arc<SharedCounters>,
+    plumbing: Plumbing<P::Buf>,
+    /// Port of the burst being processed (where replies go back out).
+    rx_port: u16,
+    burst: Vec<P::Buf>,
+    stages: Vec<Stage>,
+    tx: Vec<Vec<P::Buf>>,
+    epoch: Instant,
+    cfg: WorkerConfig,
+    /// Flow-table inserts and removals so far (stage-1 lookups are stale
+    /// once this moves within a burst).
+    mutations: u64,
+}
+
+impl<P: Port> Worker<P> {
+    pub fn new(
+        cfg: WorkerConfig,
+        ports: Vec<P>,
+        gen: Arc<Generation>,
+        gen_rx: Receiver<Arc<Generation>>,
+        shared: Arc<SharedCounters>,
+        plumbing: Plumbing<P::Buf>,
+        epoch: Instant,
+    ) -> Worker<P> {
+        let seed = crate::hash::hash_words_v1(
+            u64::from(cfg.id),
+            epoch.elapsed().as_nanos() as u64 ^ (std::process::id() as u64) << 32,
+            0x7ab1e,
+        );
+        let nports = ports.len();
+        Worker {
+            id: cfg.id,
+            n_workers: cfg.workers.max(1),
+            ports,
+            gen,
+            gen_rx,
+            flows: FlowTable::new(cfg.flow_capacity, cfg.timeouts, seed),
+            counters: Counters::default(),
+            shared,
+            plumbing,
+            rx_port: 0,
+            burst: Vec::with_capacity(BATCH),
+            stages: Vec::with_capacity(BATCH),
+            tx: (0..nports).map(|_| Vec::with_capacity(BATCH * 2)).collect(),
+            epoch,
+            cfg,
+            mutations: 0,
+        }
+    }
+
+    /// Milliseconds on the worker clock (read once per poll, never per packet).
+    #[inline]
+    fn now(&self) -> Tick {
+        self.epoch.elapsed().as_millis() as Tick
+    }
+
+    /// Takes the newest published generation, if any, and acknowledges it.
+    #[inline]
+    fn switch_generation(&mut self) {
+        let mut newest = None;
+        while let Ok(g) = self.gen_rx.try_recv() {
+            newest = Some(g);
+        }
+        if let Some(g) = newest {
+            // The old generation is freed when its last holder (this worker
+            // or the control thread) drops it: publication is the Arc swap,
+            // acknowledged below, never a rule about timing.
+            self.gen = g;
+            self.shared
+                .generation
+                .store(self.gen.number, Ordering::Release);
+        }
+    }
+
+    /// Runs until the stop flag is set; returns the final counters.
+    pub fn run(mut self) -> Counters {
+        if let Some(core) = self.cfg.core {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        self.shared
+            .generation
+            .store(self.gen.number, Ordering::Release);
+        let mut empty_polls = 0u32;
+        let mut polls = 0u32;
+        while !self.plumbing.stop.load(Ordering::Relaxed) {
+            let got = self.poll_once();
+            polls = polls.wrapping_add(1);
+            if got == 0 {
+                empty_polls = empty_polls.saturating_add(1);
+                self.counters.idle_polls += 1;
+                self.publish_counters();
+                if let IdlePolicy::Backoff {
+                    spin_polls,
+                    sleep_us,
+                } = self.cfg.idle
+                {
+                    if empty_polls > spin_polls {
+                        std::thread::sleep(Duration::from_micros(u64::from(sleep_us)));
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    std::hint::spin_loop();
+                }
+            } else {
+                empty_polls = 0;
+                if polls % 16 == 0 {
+                    self.publish_counters();
+                }
+            }
+        }
+        self.publish_counters();
+        self.counters
+    }
+
+    fn publish_counters(&mut self) {
+        self.shared.publish(&self.counters);
+        self.shared
+            .flows_active
+            .store(self.flows.len() as u64, Ordering::Relaxed);
+    }
+
+    /// One pass over every port and the handoff inbox; returns the number of
+    /// packets processed.
+    pub fn poll_once(&mut self) -> usize {
+        self.switch_generation();
+        let now = self.now();
+        self.counters.polls += 1;
+        let mut total = 0;
+        for port in 0..self.ports.len() {
+            let mut burst = std::mem::take(&mut self.burst);
+            let n = self.ports[port].rx_burst(&mut burst, BATCH);
+            if n > 0 {
+                self.counters.rx_packets += n as u64;
+                self.counters.rx_bytes += burst.iter().map(|b| b.len() as u64).sum::<u64>();
+                self.rx_port = port as u16;
+                self.process_burst(&mut burst, now, false);
+                total += n;
+            }
+            self.burst = burst;
+        }
+        total += self.drain_inbox(now);
+        self.flush_tx();
+        let expired = self.flows.expire(now, self.cfg.expire_budget);
+        self.counters.flows_expired += expired as u64;
+        total
+    }
+
+    fn drain_inbox(&mut self, now: Tick) -> usize {
+        let inbox = self.plumbing.inboxes[self.id as usize].clone();
+        let mut total = 0;
+        let mut burst = std::mem::take(&mut self.burst);
+        loop {
+            // Handed-over frames are grouped by arrival port so replies go
+            // back out the right one.
+            let Some((port, first)) = inbox.pop() else {
+                break;
+            };
+            burst.push(first);
+            while burst.len() < BATCH {
+                match inbox.pop() {
+                    Some((p, b)) if p == port => burst.push(b),
+                    Some(other) => {
+                        // Different port: process what we have first.
+                        if inbox.push(other).is_err() {
+                            self.counters.drop(DropReason::HandoffFull);
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let n = burst.len();
+            self.counters.handoffs_in += n as u64;
+            self.rx_port = port;
+            self.process_burst(&mut burst, now, true);
+            total += n;
+            if total >= 4 * BATCH {
+                break;
+            }
+        }
+        self.burst = burst;
+        total
+    }
+
+    /// Stage 1 (headers, classification, flow lookups for the whole burst,
+    /// so the table's cache misses overlap), then stage 2 (state, rewrite,
+    /// verdict) per packet.
+    fn process_burst(&mut self, burst: &mut Vec<P::Buf>, now: Tick, handed: bool) {
+        if self.cfg.mac_swap_only {
+            for mut b in burst.drain(..) {
+                let mut eth = EthernetFrame::new_unchecked(b.data_mut());
+                let (s, d) = (eth.src_addr(), eth.dst_addr());
+                eth.set_src_addr(d);
+                eth.set_dst_addr(s);
+                self.tx[self.rx_port as usize].push(b);
+            }
+            return;
+        }
+        let mut stages = std::mem::take(&mut self.stages);
+        stages.clear();
+        for b in burst.iter() {
+            stages.push(self.lookup_stage(b.data(), handed));
+        }
+        let mut mutated = false;
+        for (mut b, st) in burst.drain(..).zip(stages.iter().copied()) {
+            let (verdict, new_len) = match st {
+                Stage::Drop(r) => (Verdict::Drop(r), None),
+                Stage::Punt => (Verdict::Punt, None),
+                Stage::Handoff(w) => (Verdict::Handoff { worker: w }, None),
+                Stage::Forward(p, mut l) => {
+                    // An earlier packet of this burst may have inserted or
+                    // removed entries: the stage-1 result is only a hint then.
+                    if mutated {
+                        l.id = self.flows.lookup(&l.key, l.hash);
+                    }
+                    let before = self.mutations;
+                    let r = self.forward(b.data_mut(), &p, l, now);
+                    mutated |= before != self.mutations;
+                    r
+                }
+                Stage::Reply(p) => (self.reply(b.data_mut(), &p, now), None),
+                Stage::Icmp(p) => self.icmp(b.data_mut(), &p),
+            };
+            if let Some(len) = new_len {
+                b.truncate(len);
+            }
+            self.dispatch(b, verdict);
+        }
+        self.stages = stages;
+    }
+
+    #[inline]
+    fn lookup_stage(&self, frame: &[u8], handed: bool) -> Stage {
+        let p = match parse(frame) {
+            Ok(p) => p,
+            Err(None) => return Stage::Punt,
+            Err(Some(r)) => return Stage::Drop(r),
+        };
+        match classify(&self.gen, &p) {
+            Ok(Class::Forward { svc }) => {
+                let owner = owner_worker(p.src, p.sport, self.n_workers);
+                if owner != self.id && !handed {
+                    return Stage::Handoff(owner);
+                }
+                let key = FlowKey {
+                    client_addr: p.src,
+                    vip_addr: p.dst,
+                    client_port: p.sport,
+                    vip_port: p.dport,
+                    proto: p.o.proto,
+                };
+                let hash = self.flows.hash(&key);
+                let id = self.flows.lookup(&key, hash);
+                Stage::Forward(p, Lookup { svc, key, hash, id })
+            }
+            Ok(Class::Reply) => {
+                let owner = owner_worker(p.dst, p.dport, self.n_workers);
+                if owner != self.id && !handed {
+                    return Stage::Handoff(owner);
+                }
+                Stage::Reply(p)
+            }
+            Ok(Class::Icmp) => Stage::Icmp(p),
+            Err(r) => Stage::Drop(r),
+        }
+    }
+
+    #[inline]
+    fn dispatch(&mut self, b: P::Buf, v: Verdict) {
+        match v {
+            Verdict::Forward { port } | Verdict::Reply { port } => {
+                match self.tx.get_mut(usize::from(port)) {
+                    Some(q) => q.push(b),
+                    None => {
+                        self.counters.drop(DropReason::NoRoute);
+                        self.ports[self.rx_port as usize].free(b);
+                    }
+                }
+            }
+            Verdict::Drop(r) => {
+                self.counters.drop(r);
+                self.ports[self.rx_port as usize].free(b);
+            }
+            Verdict::Handoff { worker } => match self.plumbing.inboxes.get(worker as usize) {
+                Some(q) => match q.push((self.rx_port, b)) {
+                    Ok(()) => self.counters.handoffs_out += 1,
+                    Err((_, b)) => {
+                        self.counters.drop(DropReason::HandoffFull);
+                        self.ports[self.rx_port as usize].free(b);
+                    }
+                },
+                None => {
+                    self.counters.drop(DropReason::HandoffFull);
+                    self.ports[self.rx_port as usize].free(b);
+                }
+            },
+            Verdict::Punt => {
+                let copy = (self.rx_port, b.data().to_vec());
+                if self.plumbing.punts.push(copy).is_ok() {
+                    self.counters.punted += 1;
+                } else {
+                    self.counters.drop(DropReason::PuntFull);
+                }
+                self.ports[self.rx_port as usize].free(b);
+            }
+        }
+    }
+
+    fn flush_tx(&mut self) {
+        for (port, q) in self.tx.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            let bytes: u64 = q.iter().map(|b| b.len() as u64).sum();
+            let sent = self.ports[port].tx_burst(q);
+            self.counters.tx_packets += sent as u64;
+            if q.is_empty() {
+                self.counters.tx_bytes += bytes;
+            } else {
+                let unsent: u64 = q.iter().map(|b| b.len() as u64).sum();
+                self.counters.tx_bytes += bytes - unsent;
+                for b in q.drain(..) {
+                    self.counters.drop(DropReason::TxFull);
+                    self.ports[port].free(b);
+                }
+            }
+        }
+    }
+
+    /// The worker's counters so far (tests and benchmarks drive workers
+    /// with `poll_once` on their own thread).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Flow-table occupancy.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// The ports (tests read their stats).
+    pub fn ports(&self) -> &[P] {
+        &self.ports
+    }
+}

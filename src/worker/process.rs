@@ -1,0 +1,590 @@
+//! The per-packet pipeline: classify, find or create the flow, choose the
+//! backend, rewrite. One function per direction, one verdict per packet.
+
+use std::net::Ipv4Addr;
+
+use super::verdict::{DropReason, Verdict};
+use super::Counters;
+use super::Worker;
+use crate::flow::{tcp_flags, Direction, FlowEntry, FlowId, FlowKey, FlowState, FlowTable, Tick};
+use crate::hash::owner_worker;
+use crate::nat::{self, Offsets};
+use crate::port::Port;
+use crate::service::{EndpointRt, EndpointState, Generation, VipKey};
+use crate::wire::arp::ArpPacket;
+use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::icmp::IcmpPacket;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::tcp::TcpSegment;
+use crate::wire::udp::UdpDatagram;
+use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+/// What parsing found in a frame; everything later stages need, so each
+/// header is validated once.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Parsed {
+    pub o: Offsets,
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub ttl: u8,
+    /// Raw TCP flags (0 for UDP/ICMP).
+    pub flags: u8,
+    pub seq: u32,
+}
+
+/// First stage: Ethernet, IPv4 and L4 checks. `Err(None)` means ARP (punt).
+#[inline]
+pub(crate) fn parse(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| Some(DropReason::MalformedEthernet))?;
+    match eth.ethertype() {
+        ETHERTYPE_IPV4 => {}
+        ETHERTYPE_ARP => {
+            return match ArpPacket::new_checked(eth.payload()) {
+                Ok(_) => Err(None),
+                Err(_) => Err(Some(DropReason::MalformedArp)),
+            }
+        }
+        _ => return Err(Some(DropReason::UnsupportedEthertype)),
+    }
+    let l3 = eth.header_len();
+    let ip = Ipv4Packet::new_checked(&frame[l3..]).map_err(|_| Some(DropReason::MalformedIpv4))?;
+    if ip.is_fragment() {
+        return Err(Some(DropReason::Fragment));
+    }
+    let l4 = l3 + ip.header_len();
+    let end = l3 + usize::from(ip.total_len());
+    let proto = ip.protocol();
+    let mut p = Parsed {
+        o: Offsets { l3, l4, end, proto },
+        src: u32::from(ip.src_addr()),
+        dst: u32::from(ip.dst_addr()),
+        ttl: ip.ttl(),
+        ..Parsed::default()
+    };
+    let l4b = &frame[l4..end];
+    match proto {
+        IPPROTO_TCP => {
+            let t = TcpSegment::new_checked(l4b).map_err(|_| Some(DropReason::MalformedL4))?;
+            p.sport = t.src_port();
+            p.dport = t.dst_port();
+            p.flags = t.flags().0;
+            p.seq = t.seq_number();
+        }
+        IPPROTO_UDP => {
+            let u = UdpDatagram::new_checked(l4b).map_err(|_| Some(DropReason::MalformedL4))?;
+            p.sport = u.src_port();
+            p.dport = u.dst_port();
+        }
+        IPPROTO_ICMP => {
+            IcmpPacket::new_checked(l4b).map_err(|_| Some(DropReason::MalformedL4))?;
+        }
+        _ => return Err(Some(DropReason::UnsupportedProtocol)),
+    }
+    Ok(p)
+}
+
+/// A forward packet's service and flow-table lookup, from stage 1.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lookup {
+    pub svc: u32,
+    pub key: FlowKey,
+    pub hash: u64,
+    pub id: Option<FlowId>,
+}
+
+/// Which way a packet goes, found from the generation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Class {
+    /// Client -> VIP of service `svc`.
+    Forward { svc: u32 },
+    /// Backend -> client.
+    Reply,
+    /// ICMP to a VIP or from a backend.
+    Icmp,
+}
+
+#[inline]
+pub(crate) fn classify(g: &Generation, p: &Parsed) -> Result<Class, DropReason> {
+    if p.o.proto == IPPROTO_ICMP {
+        return Ok(Class::Icmp);
+    }
+    let vip = VipKey {
+        addr: p.dst,
+        port: p.dport,
+        proto: p.o.proto,
+    };
+    if let Some(svc) = g.service_for(&vip) {
+        return Ok(Class::Forward { svc });
+    }
+    let backend = VipKey {
+        addr: p.src,
+        port: p.sport,
+        proto: p.o.proto,
+    };
+    if !g.backend_refs(&backend).is_empty() {
+        return Ok(Class::Reply);
+    }
+    Err(DropReason::NoService)
+}
+
+#[inline]
+fn is_syn(flags: u8) -> bool {
+    flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN
+}
+
+/// How a forward packet with a table entry is treated.
+enum Pinned {
+    /// Keep the entry's backend.
+    Keep(u32),
+    /// Schedule afresh (S3: SYN reusing a dead or closed flow's tuple).
+    Reschedule,
+    /// The backend is gone or down: reset the client (S4b).
+    Gone,
+}
+
+impl<P: Port> Worker<P> {
+    /// Client -> VIP. `id` is the table lookup's result for `key`.
+    #[inline]
+    pub(crate) fn forward(
+        &mut self,
+        frame: &mut [u8],
+        p: &Parsed,
+        l: Lookup,
+        now: Tick,
+    ) -> (Verdict, Option<usize>) {
+        let Lookup { svc, key, hash, id } = l;
+        let g = &*self.gen;
+        let tcp = p.o.proto == IPPROTO_TCP;
+        let syn = tcp && is_syn(p.flags);
+        let ep_idx = match id {
+            Some(id) => {
+                let e = *self.flows.entry(id);
+                match pin(g, svc, &e, syn, p.seq) {
+                    Pinned::Keep(ep) => {
+                        let e = self.flows.entry_mut(id);
+                        e.endpoint = ep;
+                        e.generation = g.number as u32;
+                        e.last_seen = now;
+                        e.state = if tcp {
+                            e.state.next_tcp(Direction::Original, p.flags)
+                        } else {
+                            e.state.next_udp(Direction::Original)
+                        };
+                        ep
+                    }
+                    Pinned::Reschedule => {
+                        self.counters.flows_rescheduled += 1;
+                        self.flows.remove(id);
+                        self.mutations += 1;
+                        match new_flow(
+                            FlowCtx {
+                                flows: &mut self.flows,
+                                counters: &mut self.counters,
+                                mutations: &mut self.mutations,
+                            },
+                            g,
+                            svc,
+                            key,
+                            hash,
+                            p,
+                            now,
+                            syn,
+                        ) {
+                            Some(ep) => ep,
+                            None => {
+                                return no_backend(&mut self.counters, self.rx_port, frame, p, tcp)
+                            }
+                        }
+                    }
+                    Pinned::Gone => {
+                        self.flows.remove(id);
+                        self.mutations += 1;
+                        return gone(&mut self.counters, self.rx_port, frame, p, tcp);
+                    }
+                }
+            }
+            None => match new_flow(
+                FlowCtx {
+                    flows: &mut self.flows,
+                    counters: &mut self.counters,
+                    mutations: &mut self.mutations,
+                },
+                g,
+                svc,
+                key,
+                hash,
+                p,
+                now,
+                syn,
+            ) {
+                Some(ep) => ep,
+                None => return no_backend(&mut self.counters, self.rx_port, frame, p, tcp),
+            },
+        };
+        let ep = g.endpoint(ep_idx);
+        if p.ttl <= 1 {
+            return (Verdict::Drop(DropReason::TtlExpired), None);
+        }
+        let Some((port, mac)) = ep.egress else {
+            return (Verdict::Drop(DropReason::NeighborUnresolved), None);
+        };
+        let Some(link) = g.link(port) else {
+            return (Verdict::Drop(DropReason::NoRoute), None);
+        };
+        nat::dnat(frame, p.o, Ipv4Addr::from(ep.addr), ep.port, link.mac, mac);
+        self.counters.forwarded += 1;
+        (Verdict::Forward { port }, None)
+    }
+
+    /// Backend -> client.
+    #[inline]
+    pub(crate) fn reply(&mut self, frame: &mut [u8], p: &Parsed, now: Tick) -> Verdict {
+        let g = &*self.gen;
+        let backend = VipKey {
+            addr: p.src,
+            port: p.sport,
+            proto: p.o.proto,
+        };
+        let refs = g.backend_refs(&backend);
+        let mut found = None;
+        for r in refs {
+            let s = g.service(r.service);
+            let key = FlowKey {
+                client_addr: p.dst,
+                vip_addr: s.key.addr,
+                client_port: p.dport,
+                vip_port: s.key.port,
+                proto: p.o.proto,
+            };
+            let h = self.flows.hash(&key);
+            if let Some(id) = self.flows.lookup(&key, h) {
+                let e = self.flows.entry(id);
+                if e.backend_addr == p.src && e.backend_port == p.sport {
+                    found = Some((r.service, Some(id)));
+                    break;
+                }
+            }
+        }
+        if found.is_none() {
+            // No entry: the service whose Maglev choice for this flow is this
+            // backend (what the forward path of any instance would pick).
+            found = refs
+                .iter()
+                .find(|r| {
+                    let s = g.service(r.service);
+                    let key = FlowKey {
+                        client_addr: p.dst,
+                        vip_addr: s.key.addr,
+                        client_port: p.dport,
+                        vip_port: s.key.port,
+                        proto: p.o.proto,
+                    };
+                    g.choose_existing(r.service, key.hash_v1(s.seed)) == Some(r.endpoint)
+                })
+                .or(if refs.len() == 1 { refs.first() } else { None })
+                .map(|r| (r.service, None));
+        }
+        let Some((svc, id)) = found else {
+            return Verdict::Drop(DropReason::ReplyUnknownFlow);
+        };
+        if let Some(id) = id {
+            let tcp = p.o.proto == IPPROTO_TCP;
+            let e = self.flows.entry_mut(id);
+            e.last_seen = now;
+            e.state = if tcp {
+                e.state.next_tcp(Direction::Reply, p.flags)
+            } else {
+                e.state.next_udp(Direction::Reply)
+            };
+        }
+        if p.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let (port, mac) = match g.route(p.dst) {
+            Ok(r) => r,
+            Err(None) => return Verdict::Drop(DropReason::NoRoute),
+            Err(Some(_)) => return Verdict::Drop(DropReason::NeighborUnresolved),
+        };
+        let Some(link) = g.link(port) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let s = g.service(svc);
+        nat::reverse_dnat(
+            frame,
+            p.o,
+            Ipv4Addr::from(s.key.addr),
+            s.key.port,
+            link.mac,
+            mac,
+        );
+        self.counters.replies += 1;
+        Verdict::Forward { port }
+    }
+
+    /// ICMP: echo requests to a VIP are answered; errors to a VIP go to the
+    /// backend of the flow they are about; errors from a backend about a
+    /// client's packet go to the client as if from the VIP.
+    pub(crate) fn icmp(&mut self, frame: &mut [u8], p: &Parsed) -> (Verdict, Option<usize>) {
+        use crate::wire::icmp::ECHO_REQUEST;
+        let g = &*self.gen;
+        let (is_err, msg_type, emb) = {
+            let icmp = IcmpPacket::new_unchecked(&frame[p.o.l4..p.o.end]);
+            let emb = icmp.embedded().ok().map(|e| {
+                (
+                    u32::from(e.src_addr()),
+                    u32::from(e.dst_addr()),
+                    e.src_port(),
+                    e.dst_port(),
+                    e.protocol(),
+                )
+            });
+            (icmp.is_error(), icmp.msg_type(), emb)
+        };
+        if g.is_vip_addr(p.dst) {
+            if msg_type == ECHO_REQUEST {
+                self.counters.answered += 1;
+                nat::icmp_echo_reply_in_place(frame, p.o);
+                return (Verdict::Reply { port: self.rx_port }, None);
+            }
+            // An error about a packet the VIP sent: embedded src is VIP:vport,
+            // embedded dst is the client.
+            let Some((esrc, edst, esport, edport, eproto)) = emb.filter(|_| is_err) else {
+                return (Verdict::Drop(DropReason::IcmpUnhandled), None);
+            };
+            let vip = VipKey {
+                addr: esrc,
+                port: esport,
+                proto: eproto,
+            };
+            let Some(svc) = g.service_for(&vip) else {
+                return (Verdict::Drop(DropReason::IcmpUnhandled), None);
+            };
+            let owner = owner_worker(edst, edport, self.n_workers);
+            if owner != self.id {
+                return (Verdict::Handoff { worker: owner }, None);
+            }
+            let key = FlowKey {
+                client_addr: edst,
+                vip_addr: esrc,
+                client_port: edport,
+                vip_port: esport,
+                proto: eproto,
+            };
+            let h = self.flows.hash(&key);
+            let ep_idx = match self.flows.lookup(&key, h) {
+                Some(id) => {
+                    let e = self.flows.entry(id);
+                    g.find_endpoint(svc, e.backend_addr, e.backend_port)
+                }
+                None => g.choose_existing(svc, key.hash_v1(g.service(svc).seed)),
+            };
+            let Some(ep) = ep_idx.map(|i| *g.endpoint(i)) else {
+                return (Verdict::Drop(DropReason::IcmpUnhandled), None);
+            };
+            return self.icmp_out(frame, p, &ep, true, ep.addr, ep.port);
+        }
+        // From a backend: embedded src is the client, embedded dst the backend.
+        let Some((esrc, edst, esport, edport, eproto)) = emb.filter(|_| is_err) else {
+            return (Verdict::Drop(DropReason::IcmpUnhandled), None);
+        };
+        let backend = VipKey {
+            addr: edst,
+            port: edport,
+            proto: eproto,
+        };
+        let Some(r) = g.backend_refs(&backend).first().copied() else {
+            return (Verdict::Drop(DropReason::NoService), None);
+        };
+        let owner = owner_worker(esrc, esport, self.n_workers);
+        if owner != self.id {
+            return (Verdict::Handoff { worker: owner }, None);
+        }
+        let s = g.service(r.service);
+        let (vaddr, vport) = (s.key.addr, s.key.port);
+        let ep = *g.endpoint(r.endpoint);
+        self.icmp_out(frame, p, &ep, false, vaddr, vport)
+    }
+
+    fn icmp_out(
+        &mut self,
+        frame: &mut [u8],
+        p: &Parsed,
+        ep: &EndpointRt,
+        to_backend: bool,
+        addr: u32,
+        port16: u16,
+    ) -> (Verdict, Option<usize>) {
+        let g = &*self.gen;
+        if p.ttl <= 1 {
+            return (Verdict::Drop(DropReason::TtlExpired), None);
+        }
+        let (port, mac) = if to_backend {
+            match ep.egress {
+                Some(x) => x,
+                None => return (Verdict::Drop(DropReason::NeighborUnresolved), None),
+            }
+        } else {
+            match g.route(p.dst) {
+                Ok(x) => x,
+                Err(None) => return (Verdict::Drop(DropReason::NoRoute), None),
+                Err(Some(_)) => return (Verdict::Drop(DropReason::NeighborUnresolved), None),
+            }
+        };
+        let Some(link) = g.link(port) else {
+            return (Verdict::Drop(DropReason::NoRoute), None);
+        };
+        let ok = if to_backend {
+            nat::icmp_error_to_backend(frame, p.o, Ipv4Addr::from(addr), port16, link.mac, mac)
+        } else {
+            nat::icmp_error_from_backend(frame, p.o, Ipv4Addr::from(addr), port16, link.mac, mac)
+        };
+        if !ok {
+            return (Verdict::Drop(DropReason::IcmpUnhandled), None);
+        }
+        self.counters.forwarded += 1;
+        (Verdict::Forward { port }, None)
+    }
+}
+
+/// Decides what an existing entry means for this forward packet.
+#[inline]
+fn pin(g: &Generation, svc: u32, e: &FlowEntry, syn: bool, seq: u32) -> Pinned {
+    let ep = if e.generation == g.number as u32 {
+        Some(e.endpoint)
+    } else {
+        g.find_endpoint(svc, e.backend_addr, e.backend_port)
+    };
+    let Some(ep) = ep else {
+        // Removed from the service since the flow began.
+        return if syn {
+            Pinned::Reschedule
+        } else {
+            Pinned::Gone
+        };
+    };
+    let state = g.endpoint(ep).state;
+    if syn {
+        // S3: a SYN on a known tuple keeps its backend only if it is a plain
+        // retransmission (same ISN) of a live flow to an active backend.
+        // Anything else (TIME_WAIT reuse, a new connection after a close, a
+        // draining or failed backend) is a new connection.
+        let retransmit = e.client_isn == seq && !e.state.is_closed();
+        return if retransmit && state == EndpointState::Active {
+            Pinned::Keep(ep)
+        } else {
+            Pinned::Reschedule
+        };
+    }
+    // Mid-flow packets (a packet after a RST included: the backend's stack
+    // answers it as it sees fit) stay with a backend that carries flows.
+    if state.carries_flows() {
+        Pinned::Keep(ep)
+    } else {
+        Pinned::Gone
+    }
+}
+
+/// Creates the entry for a flow that has none (or whose entry was just
+/// dropped); returns its endpoint. A free function over the worker's fields
+/// so the generation can stay borrowed meanwhile (no `Arc` clone per packet).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn new_flow(
+    w: FlowCtx<'_>,
+    g: &Generation,
+    svc: u32,
+    key: FlowKey,
+    hash: u64,
+    p: &Parsed,
+    now: Tick,
+    syn: bool,
+) -> Option<u32> {
+    let tcp = p.o.proto == IPPROTO_TCP;
+    let mhash = key.hash_v1(g.service(svc).seed);
+    // A SYN opens a connection: only endpoints taking new flows. Anything
+    // else is mid-flow (after a restart, failover or eviction): the choice
+    // every instance with this endpoint set makes, draining ones included.
+    let ep_idx = if syn || !tcp {
+        g.choose_new(svc, mhash)?
+    } else {
+        w.counters.table_misses += 1;
+        g.choose_existing(svc, mhash)?
+    };
+    // A lone RST for an unknown flow is passed on but not remembered.
+    if tcp && p.flags & tcp_flags::RST != 0 {
+        return Some(ep_idx);
+    }
+    let ep = g.endpoint(ep_idx);
+    let state = if tcp {
+        FlowState::new_tcp(p.flags)
+    } else {
+        FlowState::UdpUnreplied
+    };
+    let ins = w.flows.insert(
+        key,
+        hash,
+        FlowEntry {
+            backend_addr: ep.addr,
+            backend_port: ep.port,
+            state,
+            flags: 0,
+            endpoint: ep_idx,
+            generation: g.number as u32,
+            created: now,
+            last_seen: now,
+            client_isn: p.seq,
+        },
+        now,
+    );
+    w.counters.flows_created += 1;
+    *w.mutations += 1;
+    if ins.evicted.is_some() {
+        w.counters.flows_evicted += 1;
+    }
+    Some(ep_idx)
+}
+
+/// The worker fields flow creation touches.
+struct FlowCtx<'a> {
+    flows: &'a mut FlowTable,
+    counters: &'a mut Counters,
+    mutations: &'a mut u64,
+}
+
+/// A service with no endpoint for this flow: a TCP client is refused at once
+/// with a RST rather than left to time out; others are dropped.
+fn no_backend(
+    counters: &mut Counters,
+    rx_port: u16,
+    frame: &mut [u8],
+    p: &Parsed,
+    tcp: bool,
+) -> (Verdict, Option<usize>) {
+    if tcp && p.flags & tcp_flags::RST == 0 {
+        counters.answered += 1;
+        let len = nat::tcp_reset_in_place(frame, p.o);
+        return (Verdict::Reply { port: rx_port }, Some(len));
+    }
+    (Verdict::Drop(DropReason::NoBackend), None)
+}
+
+/// The client's flow lost its backend: a TCP client gets a RST at once
+/// instead of retransmitting into a black hole (S4b).
+fn gone(
+    counters: &mut Counters,
+    rx_port: u16,
+    frame: &mut [u8],
+    p: &Parsed,
+    tcp: bool,
+) -> (Verdict, Option<usize>) {
+    // Never answer a RST with a RST.
+    if !tcp || p.flags & tcp_flags::RST != 0 {
+        return (Verdict::Drop(DropReason::BackendGone), None);
+    }
+    counters.resets += 1;
+    counters.answered += 1;
+    let len = nat::tcp_reset_in_place(frame, p.o);
+    (Verdict::Reply { port: rx_port }, Some(len))
+}
