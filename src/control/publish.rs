@@ -8,9 +8,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender, TrySendError};
 
+use crate::flow::FlowKey;
+use crate::hash::owner_worker;
 use crate::port::Port;
 use crate::service::Generation;
-use crate::worker::{Counters, Plumbing, Punted, SharedCounters, Worker, WorkerConfig};
+use crate::worker::{
+    Counters, EndpointCounters, EndpointStat, FlowInfo, Plumbing, Punted, SharedCounters, Worker,
+    WorkerConfig, WorkerRequest,
+};
 
 /// Why a generation did not take effect everywhere in time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,11 +30,14 @@ pub enum PublishError {
     WorkerGone(u32),
     #[error("generation number {number} is not above the current {current}")]
     NotNewer { number: u64, current: u64 },
+    #[error("worker {worker} did not answer within {waited_ms} ms (stuck, or its request queue is full)")]
+    NoAnswer { worker: u32, waited_ms: u64 },
 }
 
 /// Running workers and the means to reconfigure and observe them.
 pub struct Dataplane<B: Send + 'static> {
     senders: Vec<Sender<Arc<Generation>>>,
+    requests: Vec<Sender<WorkerRequest>>,
     shared: Vec<Arc<SharedCounters>>,
     handles: Vec<JoinHandle<Counters>>,
     plumbing: Plumbing<B>,
@@ -49,6 +57,7 @@ impl<B: Send + 'static> Dataplane<B> {
         let epoch = Instant::now();
         let mut dp = Dataplane {
             senders: Vec::with_capacity(n),
+            requests: Vec::with_capacity(n),
             shared: Vec::with_capacity(n),
             handles: Vec::with_capacity(n),
             plumbing: plumbing.clone(),
@@ -69,6 +78,9 @@ impl<B: Send + 'static> Dataplane<B> {
                 plumbing.clone(),
                 epoch,
             );
+            let (req_tx, req_rx) = bounded(64);
+            let worker = worker.with_requests(req_rx);
+            dp.requests.push(req_tx);
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-w{}", cfg.id))
                 .spawn(move || worker.run())
@@ -175,6 +187,87 @@ impl<B: Send + 'static> Dataplane<B> {
             .iter()
             .map(|s| s.flows_active.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Sends `make(reply)` to worker `w` and waits for the answer.
+    fn ask<T>(
+        &self,
+        w: usize,
+        timeout: Duration,
+        make: impl FnOnce(Sender<T>) -> WorkerRequest,
+    ) -> Result<T, PublishError> {
+        let start = Instant::now();
+        let no_answer = || PublishError::NoAnswer {
+            worker: w as u32,
+            waited_ms: start.elapsed().as_millis() as u64,
+        };
+        let (tx, rx) = bounded(1);
+        self.requests[w]
+            .send_timeout(make(tx), timeout)
+            .map_err(|_| no_answer())?;
+        rx.recv_timeout(timeout.saturating_sub(start.elapsed()))
+            .map_err(|_| no_answer())
+    }
+
+    /// The flow with this key, asked of the worker that owns it.
+    pub fn lookup_flow(
+        &self,
+        key: FlowKey,
+        timeout: Duration,
+    ) -> Result<Option<FlowInfo>, PublishError> {
+        let w = owner_worker(key.client_addr, key.client_port, self.requests.len() as u32);
+        self.ask(w as usize, timeout, |reply| WorkerRequest::LookupFlow {
+            key,
+            reply,
+        })
+    }
+
+    /// Up to `limit` flows, gathered from every worker in turn.
+    pub fn dump_flows(
+        &self,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<FlowInfo>, PublishError> {
+        let mut all = Vec::new();
+        for w in 0..self.requests.len() {
+            if all.len() >= limit {
+                break;
+            }
+            let left = limit - all.len();
+            all.extend(self.ask(w, timeout, |reply| WorkerRequest::DumpFlows {
+                limit: left,
+                reply,
+            })?);
+        }
+        Ok(all)
+    }
+
+    /// Per-endpoint counters summed over workers, keyed by identity.
+    pub fn endpoint_stats(&self, timeout: Duration) -> Result<Vec<EndpointStat>, PublishError> {
+        let mut sum: Vec<EndpointStat> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for w in 0..self.requests.len() {
+            let report = self.ask(w, timeout, |reply| WorkerRequest::EndpointStats { reply })?;
+            for e in report.endpoints {
+                let id = (e.service, e.addr, e.port);
+                match index.get(&id) {
+                    Some(&i) => {
+                        let s: &mut EndpointStat = &mut sum[i];
+                        s.counters.add(&e.counters);
+                    }
+                    None => {
+                        index.insert(id, sum.len());
+                        sum.push(EndpointStat {
+                            counters: EndpointCounters::default(),
+                            ..e
+                        });
+                        let last = sum.len() - 1;
+                        sum[last].counters.add(&e.counters);
+                    }
+                }
+            }
+        }
+        Ok(sum)
     }
 
     /// Takes a frame the workers punted (ARP), if any.

@@ -89,11 +89,13 @@ pub enum EvictReason {
 
 /// Result of [`FlowTable::insert`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Inserted {
+pub struct Inserted<K = FlowKey> {
     /// The new flow's id.
     pub id: FlowId,
     /// Set when the table was full and a flow was evicted to make room.
     pub evicted: Option<EvictReason>,
+    /// The evicted flow (its backend's counters must forget it).
+    pub victim: Option<(K, FlowEntry)>,
 }
 
 /// A table that could not be built.
@@ -272,7 +274,7 @@ impl<K: TableKey> FlowTable<K> {
     /// most [`EVICTION_SCAN`] slots from the clock hand, else the least recently seen flow among
     /// the scanned ones. Inserting a key that is already present is a caller bug (checked in
     /// debug builds): the table would hold it twice.
-    pub fn insert(&mut self, key: K, hash: u64, entry: FlowEntry, now: Tick) -> Inserted {
+    pub fn insert(&mut self, key: K, hash: u64, entry: FlowEntry, now: Tick) -> Inserted<K> {
         debug_assert_eq!(
             hash,
             self.hash(&key),
@@ -282,11 +284,15 @@ impl<K: TableKey> FlowTable<K> {
             self.lookup(&key, hash).is_none(),
             "insert of a key already present"
         );
-        let (id, evicted) = match self.pop_free() {
-            Some(id) => (id, None),
+        let (id, evicted, victim) = match self.pop_free() {
+            Some(id) => (id, None, None),
             None => {
                 let (id, reason) = self.evict_one(now);
-                (id, Some(reason))
+                let victim = match &self.slots[id as usize] {
+                    Slot::Used { key, entry } => Some((*key, *entry)),
+                    Slot::Free { .. } => None,
+                };
+                (id, Some(reason), victim)
             }
         };
         self.slots[id as usize] = Slot::Used { key, entry };
@@ -295,7 +301,11 @@ impl<K: TableKey> FlowTable<K> {
         self.index
             .insert_unique(hash, id, |&i| slot_hash(slots, i, seed));
         self.len += 1;
-        Inserted { id, evicted }
+        Inserted {
+            id,
+            evicted,
+            victim,
+        }
     }
 
     /// Removes a flow. Removing an id that is not live does nothing.
@@ -320,6 +330,17 @@ impl<K: TableKey> FlowTable<K> {
     /// expired flows among them and returns how many it removed. Meant to be called with a
     /// small budget between bursts, so a full pass over the slab is spread over many calls.
     pub fn expire(&mut self, now: Tick, budget: usize) -> usize {
+        self.expire_each(now, budget, |_, _| {})
+    }
+
+    /// [`FlowTable::expire`], calling `gone` with each expired flow before it
+    /// is removed (per-backend flow counts).
+    pub fn expire_each(
+        &mut self,
+        now: Tick,
+        budget: usize,
+        mut gone: impl FnMut(&K, &FlowEntry),
+    ) -> usize {
         if self.len == 0 {
             return 0;
         }
@@ -328,10 +349,13 @@ impl<K: TableKey> FlowTable<K> {
         for _ in 0..budget.min(capacity) {
             let id = self.hand as u32;
             self.advance_hand();
-            let expired = matches!(
-                &self.slots[id as usize],
-                Slot::Used { entry, .. } if entry.is_expired(now, &self.timeouts)
-            );
+            let expired = match &self.slots[id as usize] {
+                Slot::Used { key, entry } if entry.is_expired(now, &self.timeouts) => {
+                    gone(key, entry);
+                    true
+                }
+                _ => false,
+            };
             if expired {
                 self.remove(id);
                 removed += 1;

@@ -67,7 +67,8 @@ pub mod tcp_flags {
 }
 
 /// State of a flow. One byte; the table uses its unused values to mark free slots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum FlowState {
     /// Client SYN seen (or an untrusted first packet).

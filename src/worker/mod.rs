@@ -8,16 +8,18 @@
 
 mod counters;
 mod process;
+mod query;
 mod verdict;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 use crossbeam_queue::ArrayQueue;
 
 pub use counters::{Counters, SharedCounters};
+pub use query::{EndpointCounters, EndpointReport, EndpointStat, FlowInfo, WorkerRequest};
 pub use verdict::{DropReason, Verdict};
 
 use crate::flow::{FlowKey, FlowTable, Tick, Timeouts};
@@ -143,6 +145,11 @@ pub struct Worker<P: Port> {
     /// Flow-table inserts and removals so far (stage-1 lookups are stale
     /// once this moves within a burst).
     mutations: u64,
+    /// Per-endpoint counters, indexed like the current generation's endpoints.
+    ep: Vec<EndpointCounters>,
+    /// Spare vector for remapping `ep` at a generation switch.
+    ep_spare: Vec<EndpointCounters>,
+    requests: Option<Receiver<WorkerRequest>>,
 }
 
 impl<P: Port> Worker<P> {
@@ -178,6 +185,62 @@ impl<P: Port> Worker<P> {
             epoch,
             cfg,
             mutations: 0,
+            ep: Vec::new(),
+            ep_spare: Vec::new(),
+            requests: None,
+        }
+        .with_endpoint_counters()
+    }
+
+    fn with_endpoint_counters(mut self) -> Self {
+        self.ep = vec![EndpointCounters::default(); self.gen.endpoints().len()];
+        self
+    }
+
+    /// Lets the control thread query this worker (flows, endpoint counters).
+    pub fn with_requests(mut self, rx: Receiver<WorkerRequest>) -> Self {
+        self.requests = Some(rx);
+        self
+    }
+
+    /// Answers pending control requests (between bursts).
+    fn serve_requests(&mut self, now: Tick) {
+        let Some(rx) = &self.requests else {
+            return;
+        };
+        // A few per poll: a burst of requests must not starve the data path.
+        for _ in 0..4 {
+            let req = match rx.try_recv() {
+                Ok(r) => r,
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.requests = None;
+                    return;
+                }
+            };
+            // A requester that gave up has dropped its receiver: nothing to do.
+            match req {
+                WorkerRequest::LookupFlow { key, reply } => {
+                    let h = self.flows.hash(&key);
+                    let info = self
+                        .flows
+                        .lookup(&key, h)
+                        .map(|id| FlowInfo::new(self.id, &key, self.flows.entry(id), now));
+                    let _ = reply.send(info);
+                }
+                WorkerRequest::DumpFlows { limit, reply } => {
+                    let v = self
+                        .flows
+                        .iter()
+                        .take(limit)
+                        .map(|(_, k, e)| FlowInfo::new(self.id, k, e, now))
+                        .collect();
+                    let _ = reply.send(v);
+                }
+                WorkerRequest::EndpointStats { reply } => {
+                    let _ = reply.send(EndpointReport::new(self.id, &self.gen, &self.ep));
+                }
+            }
         }
     }
 
@@ -195,6 +258,8 @@ impl<P: Port> Worker<P> {
             newest = Some(g);
         }
         if let Some(g) = newest {
+            query::remap_endpoint_counters(&self.gen, &self.ep, &g, &mut self.ep_spare);
+            std::mem::swap(&mut self.ep, &mut self.ep_spare);
             // The old generation is freed when its last holder (this worker
             // or the control thread) drops it: publication is the Arc swap,
             // acknowledged below, never a rule about timing.
@@ -258,6 +323,7 @@ impl<P: Port> Worker<P> {
     pub fn poll_once(&mut self) -> usize {
         self.switch_generation();
         let now = self.now();
+        self.serve_requests(now);
         self.counters.polls += 1;
         let mut total = 0;
         for port in 0..self.ports.len() {
@@ -274,7 +340,12 @@ impl<P: Port> Worker<P> {
         }
         total += self.drain_inbox(now);
         self.flush_tx();
-        let expired = self.flows.expire(now, self.cfg.expire_budget);
+        let (g, ep) = (&*self.gen, &mut self.ep);
+        let expired = self.flows.expire_each(now, self.cfg.expire_budget, |k, e| {
+            if let Some(c) = query::endpoint_of(g, k, e).and_then(|i| ep.get_mut(i as usize)) {
+                c.active_flows = c.active_flows.saturating_sub(1);
+            }
+        });
         self.counters.flows_expired += expired as u64;
         total
     }

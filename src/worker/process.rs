@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::query::{endpoint_of, EndpointCounters};
 use super::verdict::{DropReason, Verdict};
 use super::Counters;
 use super::Worker;
@@ -176,6 +177,7 @@ impl<P: Port> Worker<P> {
                     }
                     Pinned::Reschedule => {
                         self.counters.flows_rescheduled += 1;
+                        forget(g, &mut self.ep, &key, &e);
                         self.flows.remove(id);
                         self.mutations += 1;
                         match new_flow(
@@ -183,6 +185,7 @@ impl<P: Port> Worker<P> {
                                 flows: &mut self.flows,
                                 counters: &mut self.counters,
                                 mutations: &mut self.mutations,
+                                ep: &mut self.ep,
                             },
                             g,
                             svc,
@@ -199,6 +202,7 @@ impl<P: Port> Worker<P> {
                         }
                     }
                     Pinned::Gone => {
+                        forget(g, &mut self.ep, &key, &e);
                         self.flows.remove(id);
                         self.mutations += 1;
                         return gone(&mut self.counters, self.rx_port, frame, p, tcp);
@@ -210,6 +214,7 @@ impl<P: Port> Worker<P> {
                     flows: &mut self.flows,
                     counters: &mut self.counters,
                     mutations: &mut self.mutations,
+                    ep: &mut self.ep,
                 },
                 g,
                 svc,
@@ -226,6 +231,10 @@ impl<P: Port> Worker<P> {
         let ep = g.endpoint(ep_idx);
         if p.ttl <= 1 {
             return (Verdict::Drop(DropReason::TtlExpired), None);
+        }
+        if let Some(c) = self.ep.get_mut(ep_idx as usize) {
+            c.packets_in += 1;
+            c.bytes_in += frame.len() as u64;
         }
         let Some((port, mac)) = ep.egress else {
             return (Verdict::Drop(DropReason::NeighborUnresolved), None);
@@ -289,6 +298,12 @@ impl<P: Port> Worker<P> {
         let Some((svc, id)) = found else {
             return Verdict::Drop(DropReason::ReplyUnknownFlow);
         };
+        if let Some(r) = refs.iter().find(|r| r.service == svc) {
+            if let Some(c) = self.ep.get_mut(r.endpoint as usize) {
+                c.packets_out += 1;
+                c.bytes_out += frame.len() as u64;
+            }
+        }
         if let Some(id) = id {
             let tcp = p.o.proto == IPPROTO_TCP;
             let e = self.flows.entry_mut(id);
@@ -540,8 +555,13 @@ fn new_flow(
     );
     w.counters.flows_created += 1;
     *w.mutations += 1;
-    if ins.evicted.is_some() {
+    if let Some(c) = w.ep.get_mut(ep_idx as usize) {
+        c.flows_created += 1;
+        c.active_flows += 1;
+    }
+    if let Some((k, e)) = ins.victim {
         w.counters.flows_evicted += 1;
+        forget(g, w.ep, &k, &e);
     }
     Some(ep_idx)
 }
@@ -551,6 +571,15 @@ struct FlowCtx<'a> {
     flows: &'a mut FlowTable,
     counters: &'a mut Counters,
     mutations: &'a mut u64,
+    ep: &'a mut Vec<EndpointCounters>,
+}
+
+/// A flow leaves the table: its backend carries one flow less.
+#[inline]
+fn forget(g: &Generation, ep: &mut [EndpointCounters], key: &FlowKey, e: &FlowEntry) {
+    if let Some(c) = endpoint_of(g, key, e).and_then(|i| ep.get_mut(i as usize)) {
+        c.active_flows = c.active_flows.saturating_sub(1);
+    }
 }
 
 /// A service with no endpoint for this flow: a TCP client is refused at once
