@@ -66,17 +66,25 @@ const FLAG_SYN: u8 = 0x02;
 const FLAG_ACK: u8 = 0x10;
 
 /// The synthetic traffic of one worker.
+///
+/// Flow `i` of the run is the client 10.0.0.0/9 + `i >> 14`, port
+/// 1024 + `i & 0x3fff`: computed, not stored, so the generator touches no
+/// per-flow memory and its cost does not grow with `--flows` (a NIC writes
+/// frames into memory without such cost). A worker keeps only the flows it
+/// owns, by rejection (about `workers` draws per packet).
 pub struct BenchTraffic {
     template: [u8; FRAME_LEN],
-    /// (client address, client port) of the worker's established flows.
-    flows: Vec<(u32, u16)>,
-    /// Flows not yet opened by the warm-up pass.
-    warm: usize,
+    /// Flows in the whole run (all workers).
+    flows: u64,
+    /// Next flow the warm-up pass opens; `flows` when done.
+    warm: u64,
     rng: u64,
     new_threshold: u64,
     new_counter: u64,
     worker: u32,
     workers: u32,
+    /// The template's flags word (data offset + flags), for checksum deltas.
+    flags_word: u16,
 }
 
 fn template() -> [u8; FRAME_LEN] {
@@ -116,38 +124,51 @@ fn template() -> [u8; FRAME_LEN] {
     f
 }
 
+/// Client address and port of flow `i` (`c` for new flows: another /9).
+#[inline(always)]
+fn tuple(base: u32, i: u64) -> (u32, u16) {
+    (
+        base | ((i >> 14) as u32 & 0x007f_ffff),
+        1024 + (i & 0x3fff) as u16,
+    )
+}
+
+const ESTABLISHED_BASE: u32 = 0x0a00_0000;
+const NEW_BASE: u32 = 0x0a80_0000;
+
 impl BenchTraffic {
-    /// Traffic for worker `worker` of `workers`, with `flows` of its own.
+    /// Traffic for worker `worker` of `workers`; `flows` in the whole run.
     pub fn new(worker: u32, workers: u32, flows: usize, new_ratio: f64) -> BenchTraffic {
-        let mut list = Vec::with_capacity(flows);
-        let mut c: u64 = 0;
-        while list.len() < flows {
-            // 10.0.0.0/9: established clients; 10.128.0.0/9: new ones.
-            let addr = 0x0a00_0000 | ((c >> 14) as u32 & 0x007f_ffff);
-            let port = 1024 + (c & 0x3fff) as u16;
-            c += 1;
-            if owner_worker(addr, port, workers) == worker {
-                list.push((addr, port));
-            }
-        }
         let new_threshold = if new_ratio >= 1.0 {
             u64::MAX
         } else {
             (new_ratio.max(0.0) * u64::MAX as f64) as u64
         };
+        let template = template();
         BenchTraffic {
-            template: template(),
-            warm: list.len(),
-            flows: list,
-            rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(worker),
+            flags_word: u16::from_be_bytes([template[OFF_FLAGS - 1], template[OFF_FLAGS]]),
+            template,
+            flows: (flows as u64).max(1),
+            warm: 0,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(worker).wrapping_mul(0x1234_5678_9abc_def1),
             new_threshold,
             new_counter: 0,
             worker,
-            workers,
+            workers: workers.max(1),
         }
     }
 
-    #[inline]
+    /// Flows of the run this worker owns (what its warm-up opens).
+    pub fn owned_flows(&self) -> u64 {
+        (0..self.flows)
+            .filter(|&i| {
+                let (a, p) = tuple(ESTABLISHED_BASE, i);
+                owner_worker(a, p, self.workers) == self.worker
+            })
+            .count() as u64
+    }
+
+    #[inline(always)]
     fn next_rand(&mut self) -> u64 {
         // xorshift64*: cheap and good enough to scatter flow picks.
         let mut x = self.rng;
@@ -158,15 +179,32 @@ impl BenchTraffic {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
+    #[inline(always)]
+    fn owned(&self, t: (u32, u16)) -> bool {
+        self.workers == 1 || owner_worker(t.0, t.1, self.workers) == self.worker
+    }
+
     #[inline]
-    fn new_tuple(&mut self) -> (u32, u16) {
+    fn pick(&mut self) -> (u32, u16, u8) {
+        while self.warm < self.flows {
+            let t = tuple(ESTABLISHED_BASE, self.warm);
+            self.warm += 1;
+            if self.owned(t) {
+                return (t.0, t.1, FLAG_SYN);
+            }
+        }
         loop {
-            let c = self.new_counter;
-            self.new_counter = self.new_counter.wrapping_add(1);
-            let addr = 0x0a80_0000 | ((c >> 14) as u32 & 0x007f_ffff);
-            let port = 1024 + (c & 0x3fff) as u16;
-            if owner_worker(addr, port, self.workers) == self.worker {
-                return (addr, port);
+            let r = self.next_rand();
+            let t = if r < self.new_threshold {
+                let c = self.new_counter;
+                self.new_counter = self.new_counter.wrapping_add(1);
+                (tuple(NEW_BASE, c), FLAG_SYN)
+            } else {
+                let i = ((u128::from(self.next_rand()) * u128::from(self.flows)) >> 64) as u64;
+                (tuple(ESTABLISHED_BASE, i), FLAG_ACK)
+            };
+            if self.owned(t.0) {
+                return (t.0 .0, t.0 .1, t.1);
             }
         }
     }
@@ -175,35 +213,23 @@ impl BenchTraffic {
 impl FrameSource for BenchTraffic {
     #[inline]
     fn next_frame(&mut self, buf: &mut MemBuf) {
-        let (addr, port, flags) = if self.warm > 0 {
-            self.warm -= 1;
-            let (a, p) = self.flows[self.warm];
-            (a, p, FLAG_SYN)
-        } else {
-            let r = self.next_rand();
-            if r < self.new_threshold || self.flows.is_empty() {
-                let (a, p) = self.new_tuple();
-                (a, p, FLAG_SYN)
-            } else {
-                let i = crate::hash::reduce(r, self.flows.len() as u32) as usize;
-                let (a, p) = self.flows[i];
-                (a, p, FLAG_ACK)
-            }
-        };
+        let (addr, port, flags) = self.pick();
         let f = buf.reset(FRAME_LEN);
         f.copy_from_slice(&self.template);
         f[OFF_SRC..OFF_SRC + 4].copy_from_slice(&addr.to_be_bytes());
         f[OFF_SPORT..OFF_SPORT + 2].copy_from_slice(&port.to_be_bytes());
         f[OFF_FLAGS] = flags;
-        // The template was checksummed with source 0.0.0.0:0 and ACK.
+        // The template was checksummed with source 0.0.0.0:0 and ACK: one
+        // delta per header covers every changed word.
+        let a = checksum::delta_u32(0, addr);
         let ip_c = u16::from_be_bytes([f[OFF_IP_CSUM], f[OFF_IP_CSUM + 1]]);
-        let ip_c = checksum::update_u32(ip_c, 0, addr);
-        f[OFF_IP_CSUM..OFF_IP_CSUM + 2].copy_from_slice(&ip_c.to_be_bytes());
+        f[OFF_IP_CSUM..OFF_IP_CSUM + 2]
+            .copy_from_slice(&checksum::apply_delta(ip_c, a).to_be_bytes());
+        let new_word = (self.flags_word & 0xff00) | u16::from(flags);
+        let d = a + checksum::delta_u16(0, port) + checksum::delta_u16(self.flags_word, new_word);
         let t = u16::from_be_bytes([f[OFF_TCP_CSUM], f[OFF_TCP_CSUM + 1]]);
-        let t = checksum::update_u32(t, 0, addr);
-        let t = checksum::update_u16(t, 0, port);
-        let t = checksum::update_u16(t, u16::from(FLAG_ACK), u16::from(flags));
-        f[OFF_TCP_CSUM..OFF_TCP_CSUM + 2].copy_from_slice(&t.to_be_bytes());
+        f[OFF_TCP_CSUM..OFF_TCP_CSUM + 2]
+            .copy_from_slice(&checksum::apply_delta(t, d).to_be_bytes());
     }
 }
 
@@ -247,15 +273,16 @@ fn sum(cs: &[Counters]) -> Counters {
 /// counters over the measured window).
 fn phase(cfg: &BenchConfig, capacity: usize, mac_swap_only: bool) -> (f64, Counters) {
     let w = cfg.workers as u32;
-    let per_worker = cfg.flows.div_ceil(cfg.workers);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut owned = Vec::new();
     let workers: Vec<_> = (0..w)
         .map(|i| {
             let mut wc = WorkerConfig::new(i, w);
             wc.core = cores.get(i as usize % cores.len().max(1)).map(|c| c.id);
             wc.flow_capacity = capacity;
             wc.mac_swap_only = mac_swap_only;
-            let traffic = BenchTraffic::new(i, w, per_worker, cfg.new_ratio);
+            let traffic = BenchTraffic::new(i, w, cfg.flows, cfg.new_ratio);
+            owned.push(traffic.owned_flows());
             (wc, vec![GenPort::new(traffic)])
         })
         .collect();
@@ -266,7 +293,8 @@ fn phase(cfg: &BenchConfig, capacity: usize, mac_swap_only: bool) -> (f64, Count
     loop {
         let c = dp.counters();
         if c.iter()
-            .all(|c| c.rx_packets as usize >= per_worker + 100_000)
+            .zip(&owned)
+            .all(|(c, &o)| c.rx_packets >= o + 100_000)
             || Instant::now() > deadline
         {
             break;
@@ -344,7 +372,7 @@ pub fn run_counted(flows: usize, new_ratio: f64, packets: u64, mac_swap_only: bo
         crate::worker::Plumbing::new(1, 64),
         Instant::now(),
     );
-    let target = flows as u64 + packets;
+    let target = flows as u64 + packets; // warm-up opens every flow first (one worker)
     while w.counters().rx_packets < target {
         w.poll_once();
     }

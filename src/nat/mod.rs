@@ -14,16 +14,31 @@ use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::tcp::{TcpFlags, TcpSegment};
 use crate::wire::udp::UdpDatagram;
-use crate::wire::{MacAddr, IPPROTO_TCP, IPPROTO_UDP};
+use crate::wire::{checksum, MacAddr, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Where the headers of a validated frame start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Offsets {
-    pub l3: usize,
-    pub l4: usize,
+    pub l3: u16,
+    pub l4: u16,
     /// End of the IP packet (l3 + total length); Ethernet padding follows.
-    pub end: usize,
+    pub end: u16,
     pub proto: u8,
+}
+
+impl Offsets {
+    #[inline(always)]
+    pub fn l3(&self) -> usize {
+        usize::from(self.l3)
+    }
+    #[inline(always)]
+    pub fn l4(&self) -> usize {
+        usize::from(self.l4)
+    }
+    #[inline(always)]
+    pub fn end(&self) -> usize {
+        usize::from(self.end)
+    }
 }
 
 #[inline]
@@ -33,31 +48,61 @@ fn set_l2(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     eth.set_dst_addr(dst);
 }
 
-#[inline]
-fn rewrite_l4_port_and_addr(
-    frame: &mut [u8],
-    o: Offsets,
-    old_addr: Ipv4Addr,
-    new_addr: Ipv4Addr,
-    port: Option<(bool, u16)>,
-) {
+/// Rewrites one address of the IP header (destination if `dst`, else
+/// source), decrements the TTL, and rewrites the matching L4 port, patching
+/// each checksum once with the summed deltas of every word that changed
+/// (RFC 1624), instead of once per field.
+#[inline(always)]
+fn rewrite_addr_port(frame: &mut [u8], o: Offsets, dst: bool, addr: Ipv4Addr, port: u16) {
+    let new_addr = u32::from(addr);
+    let old_addr = {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
+        let old = if dst { ip.dst_addr() } else { ip.src_addr() };
+        let old = u32::from(old);
+        let ttl = ip.ttl();
+        // TTL shares a 16-bit word with the protocol byte.
+        let old_word = u16::from_be_bytes([ttl, ip.protocol()]);
+        let new_ttl = ttl.saturating_sub(1);
+        let new_word = u16::from_be_bytes([new_ttl, ip.protocol()]);
+        let delta = checksum::delta_u32(old, new_addr) + checksum::delta_u16(old_word, new_word);
+        if dst {
+            ip.set_dst_addr(addr);
+        } else {
+            ip.set_src_addr(addr);
+        }
+        ip.set_ttl(new_ttl);
+        ip.set_checksum(checksum::apply_delta(ip.checksum(), delta));
+        old
+    };
     match o.proto {
         IPPROTO_TCP => {
-            let mut t = TcpSegment::new_unchecked(&mut frame[o.l4..]);
-            t.update_checksum_for_addr(old_addr, new_addr);
-            match port {
-                Some((true, p)) => t.rewrite_dst_port(p),
-                Some((false, p)) => t.rewrite_src_port(p),
-                None => {}
+            let mut t = TcpSegment::new_unchecked(&mut frame[o.l4()..]);
+            let old_port = if dst { t.dst_port() } else { t.src_port() };
+            let delta =
+                checksum::delta_u32(old_addr, new_addr) + checksum::delta_u16(old_port, port);
+            if dst {
+                t.set_dst_port(port);
+            } else {
+                t.set_src_port(port);
             }
+            t.set_checksum(checksum::apply_delta(t.checksum(), delta));
         }
         IPPROTO_UDP => {
-            let mut u = UdpDatagram::new_unchecked(&mut frame[o.l4..]);
-            u.update_checksum_for_addr(old_addr, new_addr);
-            match port {
-                Some((true, p)) => u.rewrite_dst_port(p),
-                Some((false, p)) => u.rewrite_src_port(p),
-                None => {}
+            let mut u = UdpDatagram::new_unchecked(&mut frame[o.l4()..]);
+            let old_port = if dst { u.dst_port() } else { u.src_port() };
+            if dst {
+                u.set_dst_port(port);
+            } else {
+                u.set_src_port(port);
+            }
+            // Zero means "no checksum" (RFC 768): leave it; a computed zero
+            // is sent as 0xffff.
+            let c = u.checksum();
+            if c != 0 {
+                let delta =
+                    checksum::delta_u32(old_addr, new_addr) + checksum::delta_u16(old_port, port);
+                let n = checksum::apply_delta(c, delta);
+                u.set_checksum(if n == 0 { 0xffff } else { n });
             }
         }
         _ => {}
@@ -75,11 +120,7 @@ pub fn dnat(
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) {
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
-    let vip = ip.dst_addr();
-    ip.rewrite_dst_addr(backend);
-    ip.decrement_ttl();
-    rewrite_l4_port_and_addr(frame, o, vip, backend, Some((true, backend_port)));
+    rewrite_addr_port(frame, o, true, backend, backend_port);
     set_l2(frame, src_mac, dst_mac);
 }
 
@@ -94,11 +135,7 @@ pub fn reverse_dnat(
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) {
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
-    let backend = ip.src_addr();
-    ip.rewrite_src_addr(vip);
-    ip.decrement_ttl();
-    rewrite_l4_port_and_addr(frame, o, backend, vip, Some((false, vip_port)));
+    rewrite_addr_port(frame, o, false, vip, vip_port);
     set_l2(frame, src_mac, dst_mac);
 }
 
@@ -113,10 +150,10 @@ pub fn icmp_error_to_backend(
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) -> bool {
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
     ip.rewrite_dst_addr(backend);
     ip.decrement_ttl();
-    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4..o.end]);
+    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4()..o.end()]);
     if icmp.rewrite_embedded_src(backend, backend_port).is_err() {
         return false;
     }
@@ -135,10 +172,10 @@ pub fn icmp_error_from_backend(
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) -> bool {
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
     ip.rewrite_src_addr(vip);
     ip.decrement_ttl();
-    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4..o.end]);
+    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4()..o.end()]);
     if icmp.rewrite_embedded_dst(vip, vip_port).is_err() {
         return false;
     }
@@ -153,7 +190,7 @@ fn turn_around(frame: &mut [u8], o: Offsets) -> (Ipv4Addr, Ipv4Addr) {
     let (s, d) = (eth.src_addr(), eth.dst_addr());
     eth.set_src_addr(d);
     eth.set_dst_addr(s);
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     ip.set_src_addr(dst);
     ip.set_dst_addr(src);
@@ -168,9 +205,9 @@ fn turn_around(frame: &mut [u8], o: Offsets) -> (Ipv4Addr, Ipv4Addr) {
 /// length (the caller truncates its buffer to it).
 pub fn tcp_reset_in_place(frame: &mut [u8], o: Offsets) -> usize {
     let (seg_seq, seg_ack, flags, seg_len, sport, dport) = {
-        let ip = Ipv4Packet::new_unchecked(&frame[o.l3..]);
+        let ip = Ipv4Packet::new_unchecked(&frame[o.l3()..]);
         let ip_payload = usize::from(ip.total_len()).saturating_sub(ip.header_len());
-        let t = TcpSegment::new_unchecked(&frame[o.l4..]);
+        let t = TcpSegment::new_unchecked(&frame[o.l4()..]);
         let flags = t.flags();
         let mut len = ip_payload.saturating_sub(t.header_len()) as u32;
         if flags.syn() {
@@ -189,9 +226,9 @@ pub fn tcp_reset_in_place(frame: &mut [u8], o: Offsets) -> usize {
         )
     };
     let (ours, peer) = turn_around(frame, o);
-    let l4 = o.l3 + 20;
+    let l4 = o.l3() + 20;
     {
-        let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
         ip.set_header_len(20);
         ip.set_total_len(40);
         ip.set_more_fragments(false);
@@ -220,9 +257,9 @@ pub fn tcp_reset_in_place(frame: &mut [u8], o: Offsets) -> usize {
 /// Turns an ICMP echo request to a VIP into the echo reply, in place.
 pub fn icmp_echo_reply_in_place(frame: &mut [u8], o: Offsets) {
     turn_around(frame, o);
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3..]);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
     ip.fill_checksum();
-    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4..o.end]);
+    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4()..o.end()]);
     let old = u16::from_be_bytes([icmp.msg_type(), icmp.code()]);
     icmp.set_msg_type(crate::wire::icmp::ECHO_REPLY);
     let new = u16::from_be_bytes([icmp.msg_type(), icmp.code()]);

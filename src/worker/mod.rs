@@ -22,7 +22,7 @@ pub use counters::{Counters, SharedCounters};
 pub use query::{EndpointCounters, EndpointReport, EndpointStat, FlowInfo, WorkerRequest};
 pub use verdict::{DropReason, Verdict};
 
-use crate::flow::{FlowKey, FlowTable, Tick, Timeouts};
+use crate::flow::{FlowTable, Tick, Timeouts};
 use crate::hash::owner_worker;
 use crate::port::{PacketBuf, Port};
 use crate::service::Generation;
@@ -407,24 +407,25 @@ impl<P: Port> Worker<P> {
             stages.push(self.lookup_stage(b.data(), handed));
         }
         let mut mutated = false;
-        for (mut b, st) in burst.drain(..).zip(stages.iter().copied()) {
+        for (mut b, st) in burst.drain(..).zip(stages.iter()) {
             let (verdict, new_len) = match st {
-                Stage::Drop(r) => (Verdict::Drop(r), None),
+                Stage::Drop(r) => (Verdict::Drop(*r), None),
                 Stage::Punt => (Verdict::Punt, None),
-                Stage::Handoff(w) => (Verdict::Handoff { worker: w }, None),
-                Stage::Forward(p, mut l) => {
+                Stage::Handoff(w) => (Verdict::Handoff { worker: *w }, None),
+                Stage::Forward(p, l) => {
+                    let mut l = *l;
                     // An earlier packet of this burst may have inserted or
                     // removed entries: the stage-1 result is only a hint then.
                     if mutated {
-                        l.id = self.flows.lookup(&l.key, l.hash);
+                        l.id = self.flows.lookup(&p.forward_key(), l.hash);
                     }
                     let before = self.mutations;
-                    let r = self.forward(b.data_mut(), &p, l, now);
+                    let r = self.forward(b.data_mut(), p, l, now);
                     mutated |= before != self.mutations;
                     r
                 }
-                Stage::Reply(p) => (self.reply(b.data_mut(), &p, now), None),
-                Stage::Icmp(p) => self.icmp(b.data_mut(), &p),
+                Stage::Reply(p) => (self.reply(b.data_mut(), p, now), None),
+                Stage::Icmp(p) => self.icmp(b.data_mut(), p),
             };
             if let Some(len) = new_len {
                 b.truncate(len);
@@ -447,16 +448,10 @@ impl<P: Port> Worker<P> {
                 if owner != self.id && !handed {
                     return Stage::Handoff(owner);
                 }
-                let key = FlowKey {
-                    client_addr: p.src,
-                    vip_addr: p.dst,
-                    client_port: p.sport,
-                    vip_port: p.dport,
-                    proto: p.o.proto,
-                };
+                let key = p.forward_key();
                 let hash = self.flows.hash(&key);
                 let id = self.flows.lookup(&key, hash);
-                Stage::Forward(p, Lookup { svc, key, hash, id })
+                Stage::Forward(p, Lookup { svc, hash, id })
             }
             Ok(Class::Reply) => {
                 let owner = owner_worker(p.dst, p.dport, self.n_workers);

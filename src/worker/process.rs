@@ -56,9 +56,19 @@ pub(crate) fn parse(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
     }
     let l4 = l3 + ip.header_len();
     let end = l3 + usize::from(ip.total_len());
+    if end > usize::from(u16::MAX) {
+        return Err(Some(DropReason::MalformedIpv4));
+    }
     let proto = ip.protocol();
     let mut p = Parsed {
-        o: Offsets { l3, l4, end, proto },
+        // A frame is at most 18 + 65535 bytes of headers and IP packet; only
+        // a bogus length could push `end` past u16 (rejected just above).
+        o: Offsets {
+            l3: l3 as u16,
+            l4: l4 as u16,
+            end: end as u16,
+            proto,
+        },
         src: u32::from(ip.src_addr()),
         dst: u32::from(ip.dst_addr()),
         ttl: ip.ttl(),
@@ -90,9 +100,22 @@ pub(crate) fn parse(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Lookup {
     pub svc: u32,
-    pub key: FlowKey,
     pub hash: u64,
     pub id: Option<FlowId>,
+}
+
+impl Parsed {
+    /// The flow key of a client->VIP packet.
+    #[inline(always)]
+    pub(crate) fn forward_key(&self) -> FlowKey {
+        FlowKey {
+            client_addr: self.src,
+            vip_addr: self.dst,
+            client_port: self.sport,
+            vip_port: self.dport,
+            proto: self.o.proto,
+        }
+    }
 }
 
 /// Which way a packet goes, found from the generation.
@@ -155,7 +178,8 @@ impl<P: Port> Worker<P> {
         l: Lookup,
         now: Tick,
     ) -> (Verdict, Option<usize>) {
-        let Lookup { svc, key, hash, id } = l;
+        let Lookup { svc, hash, id } = l;
+        let key = p.forward_key();
         let g = &*self.gen;
         let tcp = p.o.proto == IPPROTO_TCP;
         let syn = tcp && is_syn(p.flags);
@@ -345,7 +369,7 @@ impl<P: Port> Worker<P> {
         use crate::wire::icmp::ECHO_REQUEST;
         let g = &*self.gen;
         let (is_err, msg_type, emb) = {
-            let icmp = IcmpPacket::new_unchecked(&frame[p.o.l4..p.o.end]);
+            let icmp = IcmpPacket::new_unchecked(&frame[p.o.l4()..p.o.end()]);
             let emb = icmp.embedded().ok().map(|e| {
                 (
                     u32::from(e.src_addr()),
