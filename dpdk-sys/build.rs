@@ -66,7 +66,6 @@ fn main() {
         .allowlist_function("rte_thread_.*")
         .allowlist_function("rte_lcore_.*")
         .allowlist_function("rte_socket_.*")
-        .allowlist_function("rte_vdev_.*")
         .allowlist_function("rte_dev_.*")
         .allowlist_function("rte_strerror")
         .allowlist_type("rte_mbuf")

@@ -25,7 +25,7 @@
 #include <rte_mempool.h>
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
-#include <rte_bus_vdev.h>
+#include <rte_dev.h>
 #include <rte_thash.h>
 
 /* ---- fast path ---- */
