@@ -23,8 +23,17 @@ if [[ ${1:-} == -h || ${1:-} == --help ]]; then usage 0; fi
 
 if [[ ${1:-} == --release ]]; then
 	before=$(cat "$NR")
+	# DPDK leaves its rtemap_* files behind after exit unless run with
+	# --huge-unlink; they pin their pages, so remove the stale ones first.
+	if mountpoint -q "$MOUNT"; then
+		find "$MOUNT" -maxdepth 1 -name '*map_*' -type f -delete 2>/dev/null || true
+	fi
 	echo 0 >"$NR"
-	echo "hugepages: released $before -> $(cat "$NR") pages of 2 MiB"
+	left=$(cat "$NR")
+	echo "hugepages: released $before -> $left pages of 2 MiB"
+	if ((left > 0)); then
+		echo "hugepages: $left pages still in use (a running DPDK process?)" >&2
+	fi
 	# The mount is left alone: other programs may rely on it, and an empty
 	# hugetlbfs costs nothing.
 	exit 0
