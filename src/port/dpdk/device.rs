@@ -179,12 +179,24 @@ unsafe impl Sync for DeviceInner {}
 impl Drop for DeviceInner {
     fn drop(&mut self) {
         // SAFETY: every DpdkPort holds an Arc to this, so no worker polls the
-        // queues any more; stop and close are the documented teardown order.
-        unsafe {
-            sys::rte_eth_dev_stop(self.port_id);
-            sys::rte_eth_dev_close(self.port_id);
-            if let Some(name) = &self.created_vdev {
-                sys::rte_eal_hotplug_remove(VDEV_BUS.as_ptr(), name.as_ptr());
+        // queues any more; stop, close, remove is DPDK's teardown order.
+        let results = unsafe {
+            [
+                ("rte_eth_dev_stop", sys::rte_eth_dev_stop(self.port_id)),
+                ("rte_eth_dev_close", sys::rte_eth_dev_close(self.port_id)),
+                match &self.created_vdev {
+                    Some(name) => (
+                        "rte_eal_hotplug_remove",
+                        sys::rte_eal_hotplug_remove(VDEV_BUS.as_ptr(), name.as_ptr()),
+                    ),
+                    None => ("", 0),
+                },
+            ]
+        };
+        // Drop cannot return an error; say what failed instead of hiding it.
+        for (op, rc) in results {
+            if let Err(err) = check(self.port_id, op, rc) {
+                tracing::warn!(port = self.port_id, name = %self.name, %err, "DPDK port teardown");
             }
         }
         if let Ok(mut open) = OPEN_PORTS.lock() {
