@@ -12,6 +12,8 @@
 //! left in the `Vec` after `tx_burst` was not sent and is the caller's to free
 //! and count).
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod mem;
 
 /// Room kept in front of every received or allocated frame so that a later
