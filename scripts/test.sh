@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"): formatting, lints
-# with warnings as errors, and every test.
+# with warnings as errors (with and without the `dpdk` feature), then every
+# test of the workspace with the `dpdk` feature on.
+# Needs DPDK 22.11 (libdpdk-dev, libclang-dev, pkg-config); set
+# SLUICE_NO_DPDK=1 to skip everything DPDK on a machine without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FEATURES=(--features dpdk)
+if [ "${SLUICE_NO_DPDK:-0}" = 1 ]; then
+  FEATURES=()
+  echo "SLUICE_NO_DPDK=1: building and testing without the dpdk feature"
+elif ! pkg-config --exists libdpdk 2>/dev/null; then
+  echo "error: DPDK not found by pkg-config. Install it (apt-get install -y libdpdk-dev libclang-dev pkg-config)" >&2
+  echo "       or run with SLUICE_NO_DPDK=1 to test without the dpdk feature." >&2
+  exit 1
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+if [ ${#FEATURES[@]} -gt 0 ]; then
+  echo "== cargo clippy --workspace --all-targets --features dpdk -- -D warnings"
+  cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnings
+fi
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --all-targets --no-fail-fast
-  # nextest does not run doctests.
-  cargo test --doc --quiet
+  # nextest runs every test in its own process: DPDK's EAL initialises once
+  # per process, so this is also what the DPDK tests need.
+  cargo nextest run --workspace --lib --bins --tests --examples "${FEATURES[@]}" --no-fail-fast
+  cargo test --workspace --doc "${FEATURES[@]}" --quiet
 else
-  cargo test --all-targets --no-fail-fast
+  cargo test --workspace --lib --bins --tests --examples "${FEATURES[@]}" --no-fail-fast
 fi
