@@ -183,3 +183,38 @@ proptest! {
         prop_assert_eq!(table.expire(now, capacity), expected);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Batched lookups (hint array first) answer exactly what single lookups
+    /// answer, through inserts, removals, evictions and slot reuse.
+    #[test]
+    fn batch_lookup_agrees_with_single_lookups(
+        ops in proptest::collection::vec((0u32..200, any::<bool>()), 1..400),
+        cap in 1usize..64,
+    ) {
+        let mut t: FlowTable = FlowTable::new(cap, Timeouts::default(), 99);
+        for (k, insert) in ops {
+            let key = FlowKey::new(std::net::Ipv4Addr::from(k), k as u16, std::net::Ipv4Addr::new(198, 18, 0, 1), 80, 6);
+            let h = t.hash(&key);
+            match t.lookup(&key, h) {
+                Some(id) if !insert => t.remove(id),
+                None if insert => {
+                    t.insert(key, h, FlowEntry::new(1, 2, FlowState::SynSent, 0), 0);
+                }
+                _ => {}
+            }
+        }
+        let keys: Vec<FlowKey> = (0u32..200)
+            .map(|k| FlowKey::new(std::net::Ipv4Addr::from(k), k as u16, std::net::Ipv4Addr::new(198, 18, 0, 1), 80, 6))
+            .collect();
+        for chunk in keys.chunks(32) {
+            let hashes: Vec<u64> = chunk.iter().map(|k| t.hash(k)).collect();
+            let mut out = vec![None; chunk.len()];
+            t.lookup_batch(chunk, &hashes, &mut out);
+            for (i, k) in chunk.iter().enumerate() {
+                prop_assert_eq!(out[i], t.lookup(k, hashes[i]));
+            }
+        }
+    }
+}

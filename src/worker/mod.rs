@@ -22,7 +22,7 @@ pub use counters::{Counters, SharedCounters};
 pub use query::{EndpointCounters, EndpointReport, EndpointStat, FlowInfo, WorkerRequest};
 pub use verdict::{DropReason, Verdict};
 
-use crate::flow::{FlowTable, Tick, Timeouts};
+use crate::flow::{FlowKey, FlowTable, Tick, Timeouts};
 use crate::hash::owner_worker;
 use crate::port::{PacketBuf, Port};
 use crate::service::Generation;
@@ -406,6 +406,7 @@ impl<P: Port> Worker<P> {
         for b in burst.iter() {
             stages.push(self.lookup_stage(b.data(), handed));
         }
+        self.batch_lookup(&mut stages);
         let mut mutated = false;
         for (mut b, st) in burst.drain(..).zip(stages.iter()) {
             let (verdict, new_len) = match st {
@@ -435,6 +436,34 @@ impl<P: Port> Worker<P> {
         self.stages = stages;
     }
 
+    /// Flow-table lookups for every forward packet of the burst at once, so
+    /// their cache misses overlap.
+    #[inline]
+    fn batch_lookup(&self, stages: &mut [Stage]) {
+        let mut keys = [FlowKey::default(); BATCH];
+        let mut hashes = [0u64; BATCH];
+        let mut at = [0u8; BATCH];
+        let mut n = 0;
+        for (i, st) in stages.iter().enumerate() {
+            if let Stage::Forward(p, l) = st {
+                if n < BATCH {
+                    keys[n] = p.forward_key();
+                    hashes[n] = l.hash;
+                    at[n] = i as u8;
+                    n += 1;
+                }
+            }
+        }
+        let mut ids = [None; BATCH];
+        self.flows
+            .lookup_batch(&keys[..n], &hashes[..n], &mut ids[..n]);
+        for j in 0..n {
+            if let Some(Stage::Forward(_, l)) = stages.get_mut(usize::from(at[j])) {
+                l.id = ids[j];
+            }
+        }
+    }
+
     #[inline]
     fn lookup_stage(&self, frame: &[u8], handed: bool) -> Stage {
         let p = match parse(frame) {
@@ -448,10 +477,15 @@ impl<P: Port> Worker<P> {
                 if owner != self.id && !handed {
                     return Stage::Handoff(owner);
                 }
-                let key = p.forward_key();
-                let hash = self.flows.hash(&key);
-                let id = self.flows.lookup(&key, hash);
-                Stage::Forward(p, Lookup { svc, hash, id })
+                let hash = self.flows.hash(&p.forward_key());
+                Stage::Forward(
+                    p,
+                    Lookup {
+                        svc,
+                        hash,
+                        id: None,
+                    },
+                )
             }
             Ok(Class::Reply) => {
                 let owner = owner_worker(p.dst, p.dport, self.n_workers);

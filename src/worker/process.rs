@@ -38,6 +38,77 @@ pub(crate) struct Parsed {
 /// First stage: Ethernet, IPv4 and L4 checks. `Err(None)` means ARP (punt).
 #[inline]
 pub(crate) fn parse(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
+    if let Some(p) = parse_common(frame) {
+        return p;
+    }
+    parse_general(frame)
+}
+
+/// The common case (untagged Ethernet, IPv4 without options, TCP or UDP)
+/// read from one fixed-size array: a single length check up front, then
+/// constant offsets the compiler needs no bounds checks for. `None` hands
+/// anything else (VLAN tags, IP options, ICMP, ARP, short frames) to the
+/// general parser; both apply the same checks (tests/malformed.rs).
+#[inline(always)]
+fn parse_common(frame: &[u8]) -> Option<Result<Parsed, Option<DropReason>>> {
+    const L3: usize = 14;
+    const L4: usize = 34;
+    let h: &[u8; 54] = frame.get(..54)?.try_into().ok()?;
+    if h[12] != 0x08 || h[13] != 0x00 || h[L3] != 0x45 {
+        return None;
+    }
+    let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    let total = usize::from(be16(L3 + 2));
+    let end = L3 + total;
+    if total < 20 || end > frame.len() {
+        return Some(Err(Some(DropReason::MalformedIpv4)));
+    }
+    if be16(L3 + 6) & 0x3fff != 0 {
+        return Some(Err(Some(DropReason::Fragment)));
+    }
+    let proto = h[L3 + 9];
+    let mut p = Parsed {
+        o: Offsets {
+            l3: L3 as u16,
+            l4: L4 as u16,
+            // total <= 65535 and frames this size come only with a bogus
+            // length, which `end > frame.len()` already rejected for any
+            // buffer sluice uses (< 64 KiB).
+            end: end.min(usize::from(u16::MAX)) as u16,
+            proto,
+        },
+        src: u32::from_be_bytes([h[26], h[27], h[28], h[29]]),
+        dst: u32::from_be_bytes([h[30], h[31], h[32], h[33]]),
+        sport: be16(L4),
+        dport: be16(L4 + 2),
+        ttl: h[L3 + 8],
+        ..Parsed::default()
+    };
+    if end > usize::from(u16::MAX) {
+        return Some(Err(Some(DropReason::MalformedIpv4)));
+    }
+    match proto {
+        IPPROTO_TCP => {
+            let hl = usize::from(h[L4 + 12] >> 4) * 4;
+            if hl < 20 || 20 + hl > total {
+                return Some(Err(Some(DropReason::MalformedL4)));
+            }
+            p.flags = h[L4 + 13];
+            p.seq = u32::from_be_bytes([h[L4 + 4], h[L4 + 5], h[L4 + 6], h[L4 + 7]]);
+        }
+        IPPROTO_UDP => {
+            let len = usize::from(be16(L4 + 4));
+            if len < 8 || len > total - 20 {
+                return Some(Err(Some(DropReason::MalformedL4)));
+            }
+        }
+        _ => return None,
+    }
+    Some(Ok(p))
+}
+
+/// Every other frame, through the checked wire views.
+fn parse_general(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| Some(DropReason::MalformedEthernet))?;
     match eth.ethertype() {
         ETHERTYPE_IPV4 => {}
@@ -640,4 +711,63 @@ fn gone(
     counters.answered += 1;
     let len = nat::tcp_reset_in_place(frame, p.o);
     (Verdict::Reply { port: rx_port }, Some(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tcp_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[198, 18, 0, 100]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[46] = 0x50;
+        f[47] = 0x02;
+        f
+    }
+
+    fn same(
+        a: &Result<Parsed, Option<DropReason>>,
+        b: &Result<Parsed, Option<DropReason>>,
+    ) -> bool {
+        match (a, b) {
+            (Ok(x), Ok(y)) => format!("{x:?}") == format!("{y:?}"),
+            (Err(x), Err(y)) => x == y,
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// The fast path is an optimisation, never a second opinion.
+        #[test]
+        fn fast_path_agrees_with_the_general_parser(
+            edits in proptest::collection::vec((0usize..60, any::<u8>()), 0..6),
+            len in 0usize..80,
+            udp in any::<bool>(),
+        ) {
+            let mut f = tcp_frame();
+            if udp {
+                f[23] = 17;
+                f[38..40].copy_from_slice(&20u16.to_be_bytes());
+            }
+            for (at, v) in edits {
+                f[at] = v;
+            }
+            f.resize(len.max(54), 0);
+            f.truncate(len);
+            if let Some(fast) = parse_common(&f) {
+                let general = parse_general(&f);
+                prop_assert!(same(&fast, &general), "fast {:?} general {:?} frame {:?}", fast, general, f);
+            }
+        }
+    }
 }
