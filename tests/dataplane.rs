@@ -97,3 +97,44 @@ fn generations_are_acknowledged_and_flows_and_endpoint_counters_are_queryable() 
     let c = dp.stop();
     assert_eq!(c.iter().map(|c| c.forwarded).sum::<u64>(), 100);
 }
+
+#[test]
+fn arp_is_punted_to_control_and_control_frames_are_sent_by_a_worker() {
+    use sluice::control::arp::{ArpLink, ArpTimers, Neighbors};
+    let (dp, wires) = start(1);
+    let mut nb = Neighbors::new(
+        vec![ArpLink {
+            mac: CLIENT_LINK_MAC,
+            addr: std::net::Ipv4Addr::new(10, 200, 1, 254),
+            prefix_len: 24,
+        }],
+        ArpTimers::default(),
+    );
+    nb.set_vips([VIP]);
+    // A client asks who has the VIP.
+    let mut req = vec![0u8; 60];
+    req[..6].copy_from_slice(&[0xff; 6]);
+    req[6..12].copy_from_slice(&GATEWAY_MAC.0);
+    req[12..14].copy_from_slice(&[0x08, 0x06]);
+    req[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    req[22..28].copy_from_slice(&GATEWAY_MAC.0);
+    req[28..32].copy_from_slice(&GATEWAY.octets());
+    req[38..42].copy_from_slice(&VIP.octets());
+    assert!(wires[0][0].inject(&req));
+    let deadline = Instant::now() + T;
+    let punted = loop {
+        if let Some(p) = dp.take_punted() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "ARP was not punted");
+        std::thread::yield_now();
+    };
+    assert_eq!(punted.0, 0);
+    let (reply, _) = nb.on_frame(punted.0, &punted.1, Duration::ZERO);
+    let reply = reply.expect("the VIP is ours");
+    assert!(dp.inject(0, reply.port, reply.frame.clone()));
+    let out = collect(&wires, 0, 1);
+    assert_eq!(out, vec![reply.frame]);
+    assert_eq!(&out[0][..6], &GATEWAY_MAC.0);
+    dp.stop();
+}

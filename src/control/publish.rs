@@ -270,6 +270,15 @@ impl<B: Send + 'static> Dataplane<B> {
         Ok(sum)
     }
 
+    /// Queues a frame for worker `worker` to send on `port` (frames sluice
+    /// originates: ARP). `false` if that worker's queue is full or absent.
+    pub fn inject(&self, worker: usize, port: u16, frame: Vec<u8>) -> bool {
+        self.plumbing
+            .injects
+            .get(worker)
+            .is_some_and(|q| q.push((port, frame)).is_ok())
+    }
+
     /// Takes a frame the workers punted (ARP), if any.
     pub fn take_punted(&self) -> Option<Punted> {
         self.plumbing.punts.pop()

@@ -131,9 +131,17 @@ impl Pool {
         }
     }
 
+    /// An empty frame with the standard headroom.
     #[inline]
     fn get(&mut self) -> MemBuf {
-        self.free.pop().unwrap_or_default()
+        match self.free.pop() {
+            Some(mut b) => {
+                b.start = HEADROOM as u16;
+                b.len = 0;
+                b
+            }
+            None => MemBuf::new(),
+        }
     }
 
     #[inline]
@@ -338,6 +346,14 @@ mod tests {
         assert_eq!(port.tx_burst(&mut burst), 2);
         assert_eq!(burst.len(), 1);
         assert_eq!(burst[0].data(), &[2]);
+    }
+
+    #[test]
+    fn allocated_buffers_are_empty_even_when_recycled() {
+        let (mut port, _wire) = QueuePort::new(2);
+        port.free(MemBuf::from_bytes(&[1; 60]));
+        let b = port.alloc().unwrap();
+        assert_eq!((b.len(), b.headroom()), (0, HEADROOM));
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub struct Plumbing<B> {
     pub inboxes: Vec<Arc<ArrayQueue<Handoff<B>>>>,
     /// Frames for the control thread.
     pub punts: Arc<ArrayQueue<Punted>>,
+    /// Frames the control thread originates (ARP), per worker: the worker
+    /// copies each into a buffer of the port and sends it.
+    pub injects: Vec<Arc<ArrayQueue<Punted>>>,
     /// Set to stop every worker.
     pub stop: Arc<AtomicBool>,
 }
@@ -96,6 +99,7 @@ impl<B> Clone for Plumbing<B> {
         Plumbing {
             inboxes: self.inboxes.clone(),
             punts: self.punts.clone(),
+            injects: self.injects.clone(),
             stop: self.stop.clone(),
         }
     }
@@ -108,6 +112,9 @@ impl<B> Plumbing<B> {
                 .map(|_| Arc::new(ArrayQueue::new(depth)))
                 .collect(),
             punts: Arc::new(ArrayQueue::new(1024)),
+            injects: (0..workers)
+                .map(|_| Arc::new(ArrayQueue::new(256)))
+                .collect(),
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -339,6 +346,7 @@ impl<P: Port> Worker<P> {
             self.burst = burst;
         }
         total += self.drain_inbox(now);
+        self.send_injected();
         self.flush_tx();
         let (g, ep) = (&*self.gen, &mut self.ep);
         let expired = self.flows.expire_each(now, self.cfg.expire_budget, |k, e| {
@@ -536,6 +544,34 @@ impl<P: Port> Worker<P> {
                     self.counters.drop(DropReason::PuntFull);
                 }
                 self.ports[self.rx_port as usize].free(b);
+            }
+        }
+    }
+
+    /// Frames the control thread asked this worker to send.
+    fn send_injected(&mut self) {
+        let Some(q) = self.plumbing.injects.get(self.id as usize) else {
+            return;
+        };
+        while let Some((port, bytes)) = q.pop() {
+            let Some(p) = self.ports.get_mut(usize::from(port)) else {
+                self.counters.drop(DropReason::NoRoute);
+                continue;
+            };
+            let Some(mut b) = p.alloc() else {
+                self.counters.drop(DropReason::NoBuffer);
+                continue;
+            };
+            match b.extend(bytes.len()) {
+                Some(room) => {
+                    room.copy_from_slice(&bytes);
+                    self.counters.answered += 1;
+                    self.tx[usize::from(port)].push(b);
+                }
+                None => {
+                    self.counters.drop(DropReason::NoBuffer);
+                    p.free(b);
+                }
             }
         }
     }

@@ -1,0 +1,515 @@
+//! Neighbor resolution (ARP) on the control thread.
+//!
+//! Workers punt ARP frames; this module answers requests for sluice's own
+//! addresses and VIPs, learns neighbors from requests and replies, resolves
+//! the next hops the data path needs (backends, gateways) by sending
+//! requests through a worker, re-resolves before entries expire, and gives
+//! up on silent neighbors after a few tries (the data path then drops
+//! packets to them with `neighbor_unresolved`, rather than queueing them).
+//! Pure logic over explicit `now` values: the control loop feeds it frames
+//! and ticks and sends what it returns.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::wire::arp::{ArpPacket, ArpRepr, ARP_REPLY, ARP_REQUEST};
+use crate::wire::ethernet::{EthernetFrame, EthernetRepr, ETHERTYPE_ARP};
+use crate::wire::MacAddr;
+
+/// Timers of neighbor resolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpTimers {
+    /// How long a learnt entry is trusted.
+    pub reachable: Duration,
+    /// Re-resolve this long before an entry expires.
+    pub refresh_before: Duration,
+    /// Between two requests for the same address.
+    pub retry: Duration,
+    /// Requests sent before a neighbor counts as unresolved (it is then
+    /// retried every `retry * tries`).
+    pub tries: u32,
+}
+
+impl Default for ArpTimers {
+    fn default() -> Self {
+        ArpTimers {
+            reachable: Duration::from_secs(60),
+            refresh_before: Duration::from_secs(10),
+            retry: Duration::from_secs(1),
+            tries: 3,
+        }
+    }
+}
+
+/// One of sluice's interfaces, as ARP needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpLink {
+    pub mac: MacAddr,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Configured: never expires, never asked.
+    Static,
+    /// Learnt at `at`.
+    Reachable { at: Duration },
+    /// Being asked: `sent` requests so far, the last at `last`.
+    Probing { sent: u32, last: Duration },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    mac: Option<MacAddr>,
+    port: u16,
+    state: State,
+    /// When a learnt `mac` stops being trusted (refresh probes keep it
+    /// usable until then).
+    expires: Duration,
+}
+
+/// A frame for the control thread to send out of `port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub port: u16,
+    pub frame: Vec<u8>,
+}
+
+/// Counters for `sluice ctl stats` / metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ArpStats {
+    pub requests_answered: u64,
+    pub requests_sent: u64,
+    pub learnt: u64,
+    pub unresolved: u64,
+    pub ignored: u64,
+}
+
+/// The neighbor table and what it still has to ask.
+#[derive(Debug)]
+pub struct Neighbors {
+    links: Vec<ArpLink>,
+    vips: Vec<Ipv4Addr>,
+    entries: BTreeMap<Ipv4Addr, Entry>,
+    timers: ArpTimers,
+    pub stats: ArpStats,
+}
+
+fn frame(src: MacAddr, dst: MacAddr, arp: &ArpRepr) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 28];
+    EthernetRepr {
+        src_addr: src,
+        dst_addr: dst,
+        ethertype: ETHERTYPE_ARP,
+        vlan_tci: None,
+    }
+    .emit(&mut f)
+    .expect("42 bytes hold an Ethernet header");
+    arp.emit(&mut f[14..]).expect("42 bytes hold an ARP packet");
+    // Pad to the 60-byte Ethernet minimum.
+    f.resize(60, 0);
+    f
+}
+
+fn on_link(l: &ArpLink, a: Ipv4Addr) -> bool {
+    let m = if l.prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(l.prefix_len.min(32)))
+    };
+    u32::from(a) & m == u32::from(l.addr) & m
+}
+
+impl Neighbors {
+    pub fn new(links: Vec<ArpLink>, timers: ArpTimers) -> Neighbors {
+        Neighbors {
+            links,
+            vips: Vec::new(),
+            entries: BTreeMap::new(),
+            timers,
+            stats: ArpStats::default(),
+        }
+    }
+
+    /// Addresses sluice answers for besides its links' own: the VIPs.
+    pub fn set_vips(&mut self, vips: impl IntoIterator<Item = Ipv4Addr>) {
+        self.vips = vips.into_iter().collect();
+        self.vips.sort();
+        self.vips.dedup();
+    }
+
+    /// A configured neighbor: used as is, never asked, never expired.
+    pub fn add_static(&mut self, addr: Ipv4Addr, mac: MacAddr) {
+        let port = self.port_for(addr).unwrap_or(0);
+        self.entries.insert(
+            addr,
+            Entry {
+                mac: Some(mac),
+                port,
+                state: State::Static,
+                expires: Duration::MAX,
+            },
+        );
+    }
+
+    fn port_for(&self, a: Ipv4Addr) -> Option<u16> {
+        self.links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| on_link(l, a))
+            .max_by_key(|(_, l)| l.prefix_len)
+            .map(|(i, _)| i as u16)
+    }
+
+    /// Next hops the data path needs: unknown ones start being asked at the
+    /// next tick; ones no longer needed are forgotten (static ones stay).
+    pub fn want(&mut self, hops: impl IntoIterator<Item = Ipv4Addr>) {
+        let wanted: std::collections::BTreeSet<Ipv4Addr> = hops.into_iter().collect();
+        self.entries
+            .retain(|a, e| e.state == State::Static || wanted.contains(a));
+        for a in wanted {
+            if self.entries.contains_key(&a) {
+                continue;
+            }
+            let Some(port) = self.port_for(a) else {
+                continue;
+            };
+            self.entries.insert(
+                a,
+                Entry {
+                    mac: None,
+                    port,
+                    state: State::Probing {
+                        sent: 0,
+                        last: Duration::ZERO,
+                    },
+                    expires: Duration::ZERO,
+                },
+            );
+        }
+    }
+
+    /// The resolved neighbors, for the next generation.
+    pub fn resolved(&self) -> Vec<(Ipv4Addr, MacAddr)> {
+        self.entries
+            .iter()
+            .filter_map(|(a, e)| e.mac.map(|m| (*a, m)))
+            .collect()
+    }
+
+    /// Next hops asked `tries` times without an answer.
+    pub fn unresolved(&self) -> Vec<Ipv4Addr> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| {
+                e.mac.is_none()
+                    && matches!(e.state, State::Probing { sent, .. } if sent >= self.timers.tries)
+            })
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    fn request(&mut self, port: u16, target: Ipv4Addr) -> Option<Outgoing> {
+        let l = *self.links.get(usize::from(port))?;
+        self.stats.requests_sent += 1;
+        Some(Outgoing {
+            port,
+            frame: frame(
+                l.mac,
+                MacAddr::BROADCAST,
+                &ArpRepr {
+                    operation: ARP_REQUEST,
+                    sender_hw_addr: l.mac,
+                    sender_proto_addr: l.addr,
+                    target_hw_addr: MacAddr([0; 6]),
+                    target_proto_addr: target,
+                },
+            ),
+        })
+    }
+
+    /// Gratuitous ARP: every link's own address and every VIP, announced on
+    /// every link, so neighbors (and switches) learn where they live.
+    pub fn announce(&mut self) -> Vec<Outgoing> {
+        let mut out = vec![];
+        for (i, l) in self.links.iter().enumerate() {
+            let addrs = std::iter::once(l.addr).chain(self.vips.iter().copied());
+            for a in addrs {
+                out.push(Outgoing {
+                    port: i as u16,
+                    frame: frame(
+                        l.mac,
+                        MacAddr::BROADCAST,
+                        &ArpRepr {
+                            operation: ARP_REQUEST,
+                            sender_hw_addr: l.mac,
+                            sender_proto_addr: a,
+                            target_hw_addr: MacAddr([0; 6]),
+                            target_proto_addr: a,
+                        },
+                    ),
+                });
+            }
+        }
+        out
+    }
+
+    /// Timers: requests for next hops being probed or about to expire.
+    /// Returns the frames to send and whether the resolved set changed
+    /// (an entry expired).
+    pub fn tick(&mut self, now: Duration) -> (Vec<Outgoing>, bool) {
+        let t = self.timers;
+        let mut out = vec![];
+        let mut changed = false;
+        let mut ask = vec![];
+        for (a, e) in self.entries.iter_mut() {
+            if e.state != State::Static && e.mac.is_some() && now >= e.expires {
+                e.mac = None;
+                changed = true;
+            }
+            match e.state {
+                State::Static => {}
+                State::Reachable { at } => {
+                    let age = now.saturating_sub(at);
+                    if e.mac.is_none() {
+                        e.state = State::Probing { sent: 1, last: now };
+                        ask.push((e.port, *a));
+                    } else if age + t.refresh_before >= t.reachable {
+                        // Refresh while still usable: the data path never
+                        // sees the entry go away if the neighbor answers.
+                        e.state = State::Probing { sent: 0, last: now };
+                        ask.push((e.port, *a));
+                    }
+                }
+                State::Probing { sent, last } => {
+                    let wait = if sent >= t.tries {
+                        t.retry * t.tries
+                    } else {
+                        t.retry
+                    };
+                    if sent == 0 || now.saturating_sub(last) >= wait {
+                        if sent + 1 == t.tries {
+                            self.stats.unresolved += 1;
+                        }
+                        e.state = State::Probing {
+                            sent: sent.saturating_add(1),
+                            last: now,
+                        };
+                        ask.push((e.port, *a));
+                    }
+                }
+            }
+        }
+        for (port, a) in ask {
+            out.extend(self.request(port, a));
+        }
+        (out, changed)
+    }
+
+    /// A punted ARP frame that arrived on `port`. Returns the reply to send
+    /// (if it asked for one of our addresses) and whether the resolved set
+    /// changed.
+    pub fn on_frame(&mut self, port: u16, bytes: &[u8], now: Duration) -> (Option<Outgoing>, bool) {
+        let Ok(eth) = EthernetFrame::new_checked(bytes) else {
+            self.stats.ignored += 1;
+            return (None, false);
+        };
+        let Ok(arp) = ArpPacket::new_checked(eth.payload()).and_then(|p| ArpRepr::parse(&p)) else {
+            self.stats.ignored += 1;
+            return (None, false);
+        };
+        let Some(link) = self.links.get(usize::from(port)).copied() else {
+            self.stats.ignored += 1;
+            return (None, false);
+        };
+        let sender = arp.sender_proto_addr;
+        let mut changed = false;
+        // Learn the sender if we want it (RFC 826: update an existing entry).
+        if let Some(e) = self.entries.get_mut(&sender) {
+            if e.state != State::Static && !arp.sender_hw_addr.is_multicast() {
+                changed = e.mac != Some(arp.sender_hw_addr);
+                e.mac = Some(arp.sender_hw_addr);
+                e.port = port;
+                e.state = State::Reachable { at: now };
+                e.expires = now + self.timers.reachable;
+                self.stats.learnt += 1;
+            }
+        }
+        let target = arp.target_proto_addr;
+        let ours = target == link.addr || self.vips.contains(&target);
+        let reply = if arp.operation == ARP_REQUEST && ours && sender != target {
+            self.stats.requests_answered += 1;
+            Some(Outgoing {
+                port,
+                frame: frame(
+                    link.mac,
+                    arp.sender_hw_addr,
+                    &ArpRepr {
+                        operation: ARP_REPLY,
+                        sender_hw_addr: link.mac,
+                        sender_proto_addr: target,
+                        target_hw_addr: arp.sender_hw_addr,
+                        target_proto_addr: sender,
+                    },
+                ),
+            })
+        } else {
+            None
+        };
+        (reply, changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LB: MacAddr = MacAddr([2, 0, 0, 0, 2, 0xfe]);
+    const B1: MacAddr = MacAddr([2, 0, 0, 0, 2, 11]);
+
+    fn nb() -> Neighbors {
+        let mut n = Neighbors::new(
+            vec![ArpLink {
+                mac: LB,
+                addr: Ipv4Addr::new(10, 200, 2, 254),
+                prefix_len: 24,
+            }],
+            ArpTimers::default(),
+        );
+        n.set_vips([Ipv4Addr::new(198, 18, 0, 100)]);
+        n
+    }
+
+    fn arp_of(o: &Outgoing) -> ArpRepr {
+        let eth = EthernetFrame::new_checked(&o.frame[..]).unwrap();
+        ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap()
+    }
+
+    fn reply_from(ip: [u8; 4], mac: MacAddr) -> Vec<u8> {
+        frame(
+            mac,
+            LB,
+            &ArpRepr {
+                operation: ARP_REPLY,
+                sender_hw_addr: mac,
+                sender_proto_addr: Ipv4Addr::from(ip),
+                target_hw_addr: LB,
+                target_proto_addr: Ipv4Addr::new(10, 200, 2, 254),
+            },
+        )
+    }
+
+    #[test]
+    fn resolves_wanted_next_hops_and_learns_the_reply() {
+        let mut n = nb();
+        let b1 = Ipv4Addr::new(10, 200, 2, 11);
+        n.want([b1, Ipv4Addr::new(192, 0, 2, 1)]); // second: on no link, ignored
+        let (out, _) = n.tick(Duration::from_secs(1));
+        assert_eq!(out.len(), 1);
+        let req = arp_of(&out[0]);
+        assert_eq!((req.operation, req.target_proto_addr), (ARP_REQUEST, b1));
+        assert_eq!(&out[0].frame[..6], &[0xff; 6]);
+        let (r, changed) = n.on_frame(0, &reply_from([10, 200, 2, 11], B1), Duration::from_secs(1));
+        assert!(r.is_none() && changed);
+        assert_eq!(n.resolved(), vec![(b1, B1)]);
+    }
+
+    #[test]
+    fn answers_requests_for_own_address_and_vips_only() {
+        let mut n = nb();
+        for (target, answered) in [
+            ([10, 200, 2, 254], true),
+            ([198, 18, 0, 100], true),
+            ([10, 200, 2, 99], false),
+        ] {
+            let req = frame(
+                B1,
+                MacAddr::BROADCAST,
+                &ArpRepr {
+                    operation: ARP_REQUEST,
+                    sender_hw_addr: B1,
+                    sender_proto_addr: Ipv4Addr::new(10, 200, 2, 11),
+                    target_hw_addr: MacAddr([0; 6]),
+                    target_proto_addr: Ipv4Addr::from(target),
+                },
+            );
+            let (r, _) = n.on_frame(0, &req, Duration::ZERO);
+            assert_eq!(r.is_some(), answered, "{target:?}");
+            if let Some(r) = r {
+                let a = arp_of(&r);
+                assert_eq!(a.operation, ARP_REPLY);
+                assert_eq!(
+                    (a.sender_hw_addr, a.sender_proto_addr),
+                    (LB, Ipv4Addr::from(target))
+                );
+                assert_eq!(a.target_hw_addr, B1);
+                assert_eq!(&r.frame[..6], &B1.0);
+            }
+        }
+        assert_eq!(n.stats.requests_answered, 2);
+    }
+
+    #[test]
+    fn entries_are_refreshed_then_expire_and_silent_neighbors_count_as_unresolved() {
+        let mut n = nb();
+        let b1 = Ipv4Addr::new(10, 200, 2, 11);
+        n.want([b1]);
+        n.tick(Duration::from_secs(0));
+        n.on_frame(0, &reply_from([10, 200, 2, 11], B1), Duration::from_secs(0));
+        // Before the refresh window: nothing to send.
+        assert!(n.tick(Duration::from_secs(30)).0.is_empty());
+        // In the refresh window: asked again, still usable.
+        let (out, changed) = n.tick(Duration::from_secs(51));
+        assert_eq!(out.len(), 1);
+        assert!(!changed);
+        assert_eq!(n.resolved().len(), 1);
+        // It never answers: asked until `tries`, then it expires.
+        n.tick(Duration::from_secs(52));
+        n.tick(Duration::from_secs(53));
+        let (_, changed) = n.tick(Duration::from_secs(61));
+        assert!(changed, "expired at learn + reachable");
+        assert!(n.resolved().is_empty());
+        // Keeps asking, slower, and is reported unresolved.
+        for s in 62..80 {
+            n.tick(Duration::from_secs(s));
+        }
+        assert!(n.resolved().is_empty());
+        assert_eq!(n.unresolved(), vec![b1]);
+        assert!(n.stats.unresolved >= 1);
+    }
+
+    #[test]
+    fn static_entries_are_never_asked_nor_overwritten_and_garbage_is_ignored() {
+        let mut n = nb();
+        let gw = Ipv4Addr::new(10, 200, 2, 1);
+        n.add_static(gw, B1);
+        n.want([gw]);
+        assert!(n.tick(Duration::from_secs(1000)).0.is_empty());
+        let spoof = reply_from([10, 200, 2, 1], MacAddr([2, 9, 9, 9, 9, 9]));
+        n.on_frame(0, &spoof, Duration::ZERO);
+        assert_eq!(n.resolved(), vec![(gw, B1)]);
+        for junk in [&[][..], &[0u8; 20][..], &[0xffu8; 60][..]] {
+            assert_eq!(n.on_frame(0, junk, Duration::ZERO), (None, false));
+        }
+        assert_eq!(n.stats.ignored, 3);
+    }
+
+    #[test]
+    fn announces_own_addresses_and_vips_on_every_link() {
+        let mut n = nb();
+        let out = n.announce();
+        let targets: Vec<Ipv4Addr> = out.iter().map(|o| arp_of(o).target_proto_addr).collect();
+        assert_eq!(
+            targets,
+            vec![
+                Ipv4Addr::new(10, 200, 2, 254),
+                Ipv4Addr::new(198, 18, 0, 100)
+            ]
+        );
+        assert!(out
+            .iter()
+            .all(|o| arp_of(o).sender_proto_addr == arp_of(o).target_proto_addr));
+    }
+}
