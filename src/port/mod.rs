@@ -12,6 +12,7 @@
 //! left in the `Vec` after `tx_burst` was not sent and is the caller's to free
 //! and count).
 
+pub mod afpacket;
 pub mod mem;
 
 /// Room kept in front of every received or allocated frame so that a later
