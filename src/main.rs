@@ -71,7 +71,8 @@ fn main() -> std::process::ExitCode {
                 eprintln!("error: --new-ratio must be between 0 and 1, got {new_ratio}");
                 return std::process::ExitCode::from(2);
             }
-            if workers == 0 || flows == 0 || backends == 0 || !seconds.is_finite() || seconds <= 0.0 {
+            if workers == 0 || flows == 0 || backends == 0 || !seconds.is_finite() || seconds <= 0.0
+            {
                 eprintln!("error: --workers, --flows, --backends and --seconds must be positive");
                 return std::process::ExitCode::from(2);
             }

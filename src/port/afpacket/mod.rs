@@ -49,8 +49,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-pub use ring::{AfPacketBuf, POOL_BUF_SIZE};
 use ring::{block, frame, release_block, RingMap};
+pub use ring::{AfPacketBuf, POOL_BUF_SIZE};
 
 use super::{PacketBuf, Port, PortStats, HEADROOM};
 use crate::wire::{ethernet, ipv4, tcp, udp};
@@ -246,8 +246,7 @@ impl AfPacketPort {
         if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
             return Err(AfPacketError::BadName(ifname.to_owned()));
         }
-        let name =
-            CString::new(ifname).map_err(|_| AfPacketError::BadName(ifname.to_owned()))?;
+        let name = CString::new(ifname).map_err(|_| AfPacketError::BadName(ifname.to_owned()))?;
         let page = sys::page_size();
         let layout = RingLayout::new(&config, page).map_err(AfPacketError::BadConfig)?;
 
@@ -281,13 +280,21 @@ impl AfPacketPort {
         let set = |opt: i32, value: i32, op: &'static str| {
             sys::set_option(&fd, libc::SOL_PACKET, opt, &value).map_err(sys_err(op))
         };
-        set(libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V3 as i32, "PACKET_VERSION")?;
+        set(
+            libc::PACKET_VERSION,
+            libc::tpacket_versions::TPACKET_V3 as i32,
+            "PACKET_VERSION",
+        )?;
         set(libc::PACKET_RESERVE, HEADROOM as i32, "PACKET_RESERVE")?;
         set(libc::PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS")?;
         set(libc::PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING")?;
         let ring_err = |bytes| {
             let ifname = ifname.to_owned();
-            move |source| AfPacketError::Ring { ifname, bytes, source }
+            move |source| AfPacketError::Ring {
+                ifname,
+                bytes,
+                source,
+            }
         };
         let rx_req = libc::tpacket_req3 {
             tp_block_size: config.block_size,
@@ -337,13 +344,13 @@ impl AfPacketPort {
                 FanoutMode::QueueMapping => libc::PACKET_FANOUT_QM,
             };
             let arg = (mode << 16) | u32::from(group);
-            sys::set_option(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg).map_err(
-                |source| AfPacketError::Fanout {
+            sys::set_option(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg).map_err(|source| {
+                AfPacketError::Fanout {
                     ifname: ifname.to_owned(),
                     group,
                     source,
-                },
-            )?;
+                }
+            })?;
             sys::detach_filter(fd).map_err(sys_err("SO_DETACH_FILTER"))?;
         }
 
@@ -607,20 +614,22 @@ impl Port for AfPacketPort {
             // is done with it; the copy stays within the slot (`room`).
             unsafe {
                 let slot = self.tx.base.as_ptr().add(index * self.tx.slot_size);
-                std::ptr::copy_nonoverlapping(
-                    data.as_ptr(),
-                    slot.add(frame::HDR_LEN),
-                    data.len(),
-                );
+                std::ptr::copy_nonoverlapping(data.as_ptr(), slot.add(frame::HDR_LEN), data.len());
                 slot.add(frame::LEN).cast::<u32>().write(data.len() as u32);
-                slot.add(frame::SNAPLEN).cast::<u32>().write(data.len() as u32);
+                slot.add(frame::SNAPLEN)
+                    .cast::<u32>()
+                    .write(data.len() as u32);
                 // The kernel rejects V3 TX slots with a next offset.
                 slot.add(frame::NEXT_OFFSET).cast::<u32>().write(0);
             }
             // Release: the frame bytes before the kernel may see the request.
             self.tx_status(index)
                 .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
-            self.tx.head = if index + 1 == self.tx.slots { 0 } else { index + 1 };
+            self.tx.head = if index + 1 == self.tx.slots {
+                0
+            } else {
+                index + 1
+            };
             queued += 1;
             bytes += data.len() as u64;
         }
@@ -781,11 +790,26 @@ mod tests {
     fn bad_layouts_are_refused_with_reasons() {
         let base = RingConfig::default();
         for bad in [
-            RingConfig { block_size: 5000, ..base },
-            RingConfig { frame_size: 100, ..base },
-            RingConfig { block_count: 0, ..base },
-            RingConfig { tx_frame_size: 3000, ..base },
-            RingConfig { tx_frame_count: 0, ..base },
+            RingConfig {
+                block_size: 5000,
+                ..base
+            },
+            RingConfig {
+                frame_size: 100,
+                ..base
+            },
+            RingConfig {
+                block_count: 0,
+                ..base
+            },
+            RingConfig {
+                tx_frame_size: 3000,
+                ..base
+            },
+            RingConfig {
+                tx_frame_count: 0,
+                ..base
+            },
         ] {
             assert!(RingLayout::new(&bad, 4096).is_err(), "{bad:?}");
         }
@@ -793,8 +817,14 @@ mod tests {
 
     #[test]
     fn fanout_group_is_stable_per_interface() {
-        assert_eq!(fanout_group(3, FanoutMode::Hash), fanout_group(3, FanoutMode::Hash));
-        assert_ne!(fanout_group(3, FanoutMode::Hash), fanout_group(4, FanoutMode::Hash));
+        assert_eq!(
+            fanout_group(3, FanoutMode::Hash),
+            fanout_group(3, FanoutMode::Hash)
+        );
+        assert_ne!(
+            fanout_group(3, FanoutMode::Hash),
+            fanout_group(4, FanoutMode::Hash)
+        );
     }
 
     #[test]

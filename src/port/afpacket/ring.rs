@@ -96,7 +96,9 @@ impl RingMap {
             map_len,
             rx_block_size,
             rx_blocks,
-            holds: (0..rx_blocks).map(|_| BlockHold(AtomicU32::new(0))).collect(),
+            holds: (0..rx_blocks)
+                .map(|_| BlockHold(AtomicU32::new(0)))
+                .collect(),
         }
     }
 

@@ -148,7 +148,11 @@ fn ethtool_value(fd: &OwnedFd, name: &CString, cmd: u32) -> io::Result<u32> {
 /// unsegmented frames (GRO, LRO on receive; TSO, GSO on send).
 pub(super) fn offloads_on(fd: &OwnedFd, name: &CString) -> io::Result<Vec<&'static str>> {
     let mut on = Vec::new();
-    for (cmd, label) in [(ETHTOOL_GGRO, "gro"), (ETHTOOL_GGSO, "gso"), (ETHTOOL_GTSO, "tso")] {
+    for (cmd, label) in [
+        (ETHTOOL_GGRO, "gro"),
+        (ETHTOOL_GGSO, "gso"),
+        (ETHTOOL_GTSO, "tso"),
+    ] {
         match ethtool_value(fd, name, cmd) {
             Ok(0) => {}
             Ok(_) => on.push(label),
