@@ -716,16 +716,31 @@ fn locally_sent_datagrams_arrive_with_a_complete_checksum() {
 /// Echo rate over the veth: a generator port in namespace `b` keeps a window
 /// of frames in flight; the port under test in `a` echoes each burst back
 /// with its MACs swapped in place. Prints packets per second.
+///
+/// `SLUICE_BENCH_WINDOW` (frames in flight, default 4096) and
+/// `SLUICE_BENCH_BLOCK` (RX block bytes, default 256 KiB): at low load a
+/// TPACKET_V3 block is handed over only when full or after the 1 ms retire
+/// timeout, so a window that does not fill blocks measures the timeout.
 #[test]
 #[ignore]
 fn bench_echo_pps_over_veth() {
     require_root!();
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let window = env("SLUICE_BENCH_WINDOW", 4096);
+    let config = RingConfig {
+        block_size: env("SLUICE_BENCH_BLOCK", 1 << 18) as u32,
+        ..RingConfig::default()
+    };
     let topo = Topology::new(true);
-    let mut dut = topo.open_port(0, 1, RingConfig::default());
-    let mut generator = Topology::within(&topo.b, || {
-        AfPacketPort::open(PEER_IF, 0, 1, RingConfig::default())
-    })
-    .expect("generator port");
+    let mut dut = topo.open_port(0, 1, config);
+    let mut generator =
+        Topology::within(&topo.b, move || AfPacketPort::open(PEER_IF, 0, 1, config))
+            .expect("generator port");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_dut = stop.clone();
     let dut_thread = std::thread::spawn(move || {
@@ -749,7 +764,6 @@ fn bench_echo_pps_over_veth() {
         dut.detailed_stats()
     });
     let frame = test_frame(1, PEER_MAC, PORT_MAC)[..64].to_vec();
-    let window = 512u64;
     let (mut in_flight, mut lost_windows) = (0u64, 0u32);
     let mut idle_polls = 0u32;
     let mut out = Vec::with_capacity(32);
@@ -787,9 +801,10 @@ fn bench_echo_pps_over_veth() {
     let dut_stats = dut_thread.join().expect("dut");
     let generator_stats = generator.detailed_stats();
     println!(
-        "echo over veth: {:.0} pps ({} frames echoed in {secs:.2} s, window {window}, \
+        "echo over veth: {:.0} pps ({} frames echoed in {secs:.2} s, window {window}, block {} B, \
          {lost_windows} window resets)\n  dut: {dut_stats:?}\n  generator: {generator_stats:?}",
         generator_stats.port.rx_packets as f64 / secs,
         generator_stats.port.rx_packets,
+        config.block_size,
     );
 }
