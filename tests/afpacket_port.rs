@@ -283,7 +283,6 @@ fn small_ring() -> RingConfig {
     RingConfig {
         block_size: 1 << 16,
         block_count: 32,
-        tx_frame_count: 256,
         ..RingConfig::default()
     }
 }
@@ -390,7 +389,7 @@ fn tx_burst_frames_reach_the_peer() {
     }
     let stats = port.detailed_stats();
     assert_eq!(stats.port.tx_packets, 1000);
-    assert_eq!(stats.tx_oversize + stats.tx_wrong_format, 0);
+    assert_eq!(stats.tx_oversize + stats.tx_send_errors, 0);
 }
 
 #[test]
@@ -448,7 +447,6 @@ fn frames_dropped_on_other_threads_give_their_blocks_back() {
     let config = RingConfig {
         block_size: 4096,
         block_count: 8,
-        tx_frame_count: 64,
         ..RingConfig::default()
     };
     let mut port = topo.open_port(0, 1, config);
@@ -496,7 +494,6 @@ fn a_block_held_across_a_lap_is_not_lent_twice() {
     let config = RingConfig {
         block_size: 4096,
         block_count: 4,
-        tx_frame_count: 64,
         ..RingConfig::default()
     };
     let mut port = topo.open_port(0, 1, config);

@@ -50,7 +50,7 @@ pub(super) mod frame {
     pub const STATUS: usize = 20;
     pub const MAC: usize = 24;
     /// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where `sockaddr_ll`
-    /// starts on RX and where the frame data starts on TX.
+    /// starts.
     pub const HDR_LEN: usize = 48;
     pub const SLL_PKTTYPE: usize = HDR_LEN + 10;
 }

@@ -1,5 +1,6 @@
-//! Thin wrappers over the libc calls the AF_PACKET port makes at open and
-//! at stats time: socket options, interface ioctls, the mmap of the rings.
+//! Thin wrappers over the libc calls the AF_PACKET port makes at open, per
+//! TX burst and at stats time: socket options, interface ioctls, the mmap of
+//! the RX ring, `sendmmsg`.
 //!
 //! Every `unsafe` block of the backend outside the ring protocol lives here.
 
@@ -170,7 +171,7 @@ pub(super) fn offloads_on(fd: &OwnedFd, name: &CString) -> io::Result<Vec<&'stat
     Ok(on)
 }
 
-/// Shared read-write mapping of the socket's rings (RX first, then TX).
+/// Shared read-write mapping of the socket's RX ring.
 pub(super) fn map_rings(fd: &OwnedFd, len: usize) -> io::Result<NonNull<u8>> {
     // SAFETY: a fresh mapping chosen by the kernel; nothing else is mapped
     // over. MAP_POPULATE faults the ring in now rather than on the hot path.
@@ -203,26 +204,25 @@ pub(super) unsafe fn unmap_rings(ptr: NonNull<u8>, len: usize) {
     }
 }
 
-/// Asks the kernel to send every frame marked `TP_STATUS_SEND_REQUEST` in
-/// the TX ring, without waiting.
+/// Sends a batch of prepared messages without waiting; returns how many
+/// the kernel took (a prefix of `msgs`).
 #[inline]
-pub(super) fn kick_tx(fd: i32) -> io::Result<()> {
-    // SAFETY: a NULL buffer of length 0 is the documented TX-ring kick; no
-    // memory is passed.
+pub(super) fn send_batch(fd: i32, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: every message points at one iovec describing a live buffer
+    // (set up by the caller for this call); the kernel only reads them and
+    // writes `msg_len`.
     let rc = unsafe {
-        libc::sendto(
+        libc::sendmmsg(
             fd,
-            std::ptr::null(),
-            0,
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
             libc::MSG_DONTWAIT,
-            std::ptr::null(),
-            0,
         )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(rc as usize)
 }
 
 /// A classic BPF program that accepts nothing.
