@@ -19,10 +19,10 @@
 //!   was built and measured first (echo over veth, 64-byte frames, 4096 in
 //!   flight, 64 KiB blocks, three alternating runs on a loaded 2-core
 //!   host): TX ring 480k/511k/322k pps, `sendmmsg` 535k/661k/274k pps.
-//!   `sendmmsg` was no slower and, decisively, it reports backpressure: a
-//!   frame the device refuses (veth backlog full) stays in the caller's
-//!   `Vec` to retry, where the TX ring marks the slot free again and the
-//!   frame is silently lost (the TX-ring runs lost frames, these did not).
+//!   The runs are noisy, but `sendmmsg` was not slower, needs no second
+//!   mapping and no slot-status protocol, and a frame it cannot send stays
+//!   in the caller's `Vec`. (Both lose some frames at a veth peer whose
+//!   backlog overflows; the kernel counts those on the veth, not here.)
 //! - **Own transmissions are ignored** (`PACKET_IGNORE_OUTGOING`, and a
 //!   check of `sll_pkttype` in case another process sends on the interface):
 //!   sluice must not process what it sent.
