@@ -12,6 +12,7 @@
 //! left in the `Vec` after `tx_burst` was not sent and is the caller's to free
 //! and count).
 
+pub mod afpacket;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod mem;
