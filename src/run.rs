@@ -1,0 +1,188 @@
+//! `sluice run --config FILE`: ports from the configuration, pinned workers,
+//! the control thread; until SIGINT or SIGTERM.
+//!
+//! Everything is checked before anything starts: a bad file, a missing
+//! interface or a port that cannot open ends the command with a message
+//! naming the problem, and nothing is left half-configured.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::control::config::{Backend, Config, ConfigError};
+use crate::control::{ControlServer, Dataplane};
+use crate::port::Port;
+use crate::service::Generation;
+use crate::wire::MacAddr;
+use crate::worker::WorkerConfig;
+
+/// Why `sluice run` stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("interface {name:?}: {message}")]
+    Interface { name: String, message: String },
+    #[error("this sluice was built without DPDK; rebuild with `cargo build --release --features dpdk` or set dataplane.backend = \"afpacket\"")]
+    NoDpdk,
+    #[error("{0}")]
+    Port(String),
+    #[error("{0}")]
+    Control(String),
+    #[error("installing the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub fn run(path: &Path) -> Result<(), RunError> {
+    let mut config = Config::load(path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(RunError::Signal)?;
+    }
+    let workers = config.dataplane.workers.max(1);
+    match config.dataplane.backend {
+        Backend::Afpacket => {
+            use crate::port::afpacket::{AfPacketPort, RingConfig};
+            for i in config.interface.iter_mut() {
+                if i.mac.is_none() {
+                    i.mac = Some(interface_mac(&i.name)?);
+                }
+            }
+            let mut ports = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let mut mine = Vec::new();
+                for i in &config.interface {
+                    let p = AfPacketPort::open(&i.name, w as u32, workers as u32, RingConfig::default())
+                        .map_err(|e| RunError::Interface {
+                            name: i.name.clone(),
+                            message: e.to_string(),
+                        })?;
+                    mine.push(p);
+                }
+                ports.push(mine);
+            }
+            serve(&config, path, ports, &stop)
+        }
+        Backend::Dpdk => run_dpdk(&mut config, path, workers, &stop),
+        Backend::Mem => {
+            // No wire: a data plane that never sees a packet, for trying the
+            // control plane (config, socket, ctl) without privileges.
+            let ports = (0..workers)
+                .map(|_| {
+                    config
+                        .interface
+                        .iter()
+                        .map(|_| crate::port::mem::QueuePort::new(1024).0)
+                        .collect()
+                })
+                .collect();
+            for i in config.interface.iter_mut() {
+                i.mac.get_or_insert(MacAddr([0x02, 0, 0, 0, 0, 0x01]));
+            }
+            serve(&config, path, ports, &stop)
+        }
+    }
+}
+
+#[cfg(feature = "dpdk")]
+fn run_dpdk(
+    config: &mut Config,
+    path: &Path,
+    workers: usize,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), RunError> {
+    use crate::port::dpdk::{DeviceConfig, DpdkDevice, Eal};
+    let eal = Eal::init(&config.dataplane.eal_args).map_err(|e| RunError::Port(e.to_string()))?;
+    let dev_cfg = DeviceConfig {
+        queues: workers as u16,
+        ..DeviceConfig::default()
+    };
+    // Devices live as long as the run: dropping one detaches it.
+    let mut devices = Vec::new();
+    for i in config.interface.iter_mut() {
+        let d = DpdkDevice::open(&eal, &i.name, &dev_cfg).map_err(|e| RunError::Interface {
+            name: i.name.clone(),
+            message: e.to_string(),
+        })?;
+        if i.mac.is_none() {
+            let m = d.mac_address().map_err(|e| RunError::Interface {
+                name: i.name.clone(),
+                message: e.to_string(),
+            })?;
+            i.mac = Some(MacAddr(m));
+        }
+        devices.push(d);
+    }
+    let mut ports = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let mut mine = Vec::new();
+        for (d, i) in devices.iter().zip(&config.interface) {
+            mine.push(d.port(w as u16).map_err(|e| RunError::Interface {
+                name: i.name.clone(),
+                message: e.to_string(),
+            })?);
+        }
+        ports.push(mine);
+    }
+    let r = serve(config, path, ports, stop);
+    drop(devices);
+    r
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn run_dpdk(_: &mut Config, _: &Path, _: usize, _: &Arc<AtomicBool>) -> Result<(), RunError> {
+    Err(RunError::NoDpdk)
+}
+
+/// The MAC address of a kernel interface (in this network namespace).
+fn interface_mac(name: &str) -> Result<MacAddr, RunError> {
+    let p = format!("/sys/class/net/{name}/address");
+    let text = std::fs::read_to_string(&p).map_err(|e| RunError::Interface {
+        name: name.to_string(),
+        message: format!("cannot read {p} ({e}): does the interface exist in this network namespace?"),
+    })?;
+    text.trim().parse().map_err(|_| RunError::Interface {
+        name: name.to_string(),
+        message: format!("{p} holds {:?}, not a MAC address", text.trim()),
+    })
+}
+
+fn serve<P>(
+    config: &Config,
+    path: &Path,
+    ports: Vec<Vec<P>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), RunError>
+where
+    P: Port + Send + 'static,
+{
+    let n = ports.len() as u32;
+    let timeouts = config.timeouts()?;
+    let cores = config.dataplane.cores.clone();
+    let workers = ports
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut c = WorkerConfig::new(i as u32, n);
+            c.core = cores.as_ref().and_then(|cs| cs.get(i).copied());
+            c.flow_capacity = config.dataplane.flow_capacity;
+            c.timeouts = timeouts;
+            c.idle = config.dataplane.idle.policy();
+            (c, p)
+        })
+        .collect();
+    let dp: Dataplane<P::Buf> = Dataplane::start(workers, Generation::empty());
+    let handle = ControlServer::spawn(config, Some(path.to_path_buf()), dp)
+        .map_err(|e| RunError::Control(e.to_string()))?;
+    tracing::info!(workers = n, socket = %handle.socket().display(), "sluice running");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("stopping");
+    if let Some(dp) = handle.shutdown() {
+        dp.stop();
+    }
+    Ok(())
+}
