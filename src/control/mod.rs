@@ -1,6 +1,8 @@
-//! The control thread's side of the data path: starting workers, publishing
-//! generations to them and waiting until every worker runs one.
+//! The control thread: the operator's configuration (store), the control
+//! socket and its protocol, the configuration file, metrics, and the
+//! publishing of generations to workers.
 
+pub mod protocol;
 mod publish;
 
 pub use publish::{Dataplane, PublishError};
