@@ -2,7 +2,16 @@
 //! socket and its protocol, the configuration file, metrics, and the
 //! publishing of generations to workers.
 
+pub mod client;
+pub mod config;
 pub mod protocol;
 mod publish;
+pub mod query;
+pub mod server;
+pub mod store;
 
+pub use config::Config;
+pub use protocol::{Outcome, Request, Response};
 pub use publish::{Dataplane, PublishError};
+pub use server::{ControlHandle, ControlServer, Limits, ServerOptions};
+pub use store::Store;
