@@ -622,3 +622,182 @@ fn outcome_types_are_what_the_cli_expects() {
     assert_eq!(e.kind, ErrorKind::UnknownService);
     lb.stop();
 }
+
+#[test]
+fn endpoint_changes_under_traffic_lose_and_misroute_nothing() {
+    let lb = Lb::start("traffic", 2, vec![web()]);
+    let wires: Vec<Vec<MemWire>> = lb.wires.iter().map(|w| w.to_vec()).collect();
+    const FLOWS: u16 = 200;
+    let owner = |port: u16| sluice::hash::owner_worker(u32::from(CLIENT), port, 2) as usize;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let traffic = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        let mut pinned: std::collections::HashMap<u16, std::net::Ipv4Addr> = Default::default();
+        let mut received = 0u64;
+        let mut misrouted = 0u64;
+        let drain = |pinned: &mut std::collections::HashMap<u16, std::net::Ipv4Addr>,
+                     received: &mut u64,
+                     misrouted: &mut u64| {
+            for w in &wires {
+                for f in w[1].take_all() {
+                    let s = inspect(&f);
+                    *received += 1;
+                    let b = *pinned.entry(s.sport).or_insert(s.dst);
+                    if b != s.dst {
+                        *misrouted += 1;
+                    }
+                }
+            }
+        };
+        let mut round = 0u32;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) || round < 3 {
+            for i in 0..FLOWS {
+                let port = 30000 + i;
+                let (flags, seq) = if round == 0 {
+                    (SYN, 1)
+                } else {
+                    (ACK, 2 + round)
+                };
+                let f = from_client(port, flags, seq, 0);
+                while !wires[owner(port)][0].inject(&f) {
+                    drain(&mut pinned, &mut received, &mut misrouted);
+                    std::thread::yield_now();
+                }
+                sent += 1;
+            }
+            drain(&mut pinned, &mut received, &mut misrouted);
+            round += 1;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while received < sent && Instant::now() < deadline {
+            drain(&mut pinned, &mut received, &mut misrouted);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (sent, received, misrouted)
+    });
+    let mut c = lb.client();
+    let changes = [
+        json!({"v":1,"op":"endpoint_add","service":"web","endpoint":{"addr":"10.200.2.14","port":8080}}),
+        json!({"v":1,"op":"endpoint_weight","service":"web","endpoint":ep(2),"weight":4}),
+        json!({"v":1,"op":"endpoint_drain","service":"web","endpoint":ep(1)}),
+        json!({"v":1,"op":"endpoints_set","service":"web","endpoints":[
+            {"addr":"10.200.2.11","port":8080,"state":"draining"},
+            {"addr":"10.200.2.12","port":8080,"weight":2},
+            {"addr":"10.200.2.13","port":8080},
+            {"addr":"10.200.2.14","port":8080},
+            {"addr":"10.200.2.15","port":8080}]}),
+        json!({"v":1,"op":"endpoint_up","service":"web","endpoint":ep(1)}),
+        json!({"v":1,"op":"service_add","service":{"name":"other","vip":"198.18.0.7","port":80,"protocol":"tcp","table_size":251}}),
+    ];
+    for _ in 0..5 {
+        for ch in &changes {
+            let r = raw(&mut c, ch);
+            // Repeats of an add are refused (already there) and change nothing.
+            let repeat = ch["op"] == "service_add" || ch["op"] == "endpoint_add";
+            assert!(r["ok"] == true || repeat, "{ch} -> {r}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        raw(&mut c, &json!({"v":1,"op":"service_remove","name":"other"}));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, received, misrouted) = traffic.join().unwrap();
+    assert!(sent > 1000, "{sent}");
+    assert_eq!(received, sent, "no packet lost");
+    assert_eq!(misrouted, 0, "established flows keep their backend");
+    let r = lb.call(json!({"v":1,"op":"stats"}));
+    assert!(r["result"]["drops"].as_object().unwrap().is_empty(), "{r}");
+    lb.stop();
+}
+
+#[test]
+fn the_ctl_command_prints_tables_json_and_clear_errors() {
+    let lb = Lb::start("cli", 1, vec![web()]);
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&lb.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, _) = run(&["services", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("web") && out.contains("198.18.0.100:80") && out.contains("10.200.2.12:8080"),
+        "{out}"
+    );
+    let (code, out, _) = run(&[
+        "endpoints",
+        "set",
+        "web",
+        "10.200.2.11:8080=2",
+        "10.200.2.12:8080",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("runs on every worker"), "{out}");
+    let (code, out, _) = run(&[
+        "endpoint",
+        "drain",
+        "web",
+        "10.200.2.11:8080",
+        "--deadline",
+        "30s",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, _) = run(&["--json", "services", "list"]);
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        v["result"]["services"][0]["endpoints"][0]["state"],
+        "draining"
+    );
+    assert_eq!(
+        v["result"]["services"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (code, out, _) = run(&["explain", "web", "10.200.1.7:40000"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("10.200.2.12:8080") && out.contains("Maglev slot"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["stats"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("WORKER") && out.contains("SHARE"), "{out}");
+    let (code, out, _) = run(&["top", "--count", "2", "--interval", "0.1"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("sluice top"), "{out}");
+    let (code, _, err) = run(&["endpoint", "weight", "api", "10.200.2.11:8080", "3"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no service named \"api\""), "{err}");
+    for args in [
+        &["digest"][..],
+        &["generation"],
+        &["flows", "count"],
+        &["flows", "dump"],
+    ] {
+        assert_eq!(run(args).0, Some(0), "{args:?}");
+    }
+    let socket = lb.socket.clone();
+    lb.stop();
+    let out = std::process::Command::new(bin)
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .arg("generation")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(err.contains("sluice is not running"), "{err}");
+}

@@ -2,11 +2,13 @@
 //! socket and its protocol, the configuration file, metrics, and the
 //! publishing of generations to workers.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod protocol;
 mod publish;
 pub mod query;
+pub mod render;
 pub mod server;
 pub mod store;
 
