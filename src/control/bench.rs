@@ -18,7 +18,7 @@ use crate::bench::BenchTraffic;
 use crate::port::mem::GenPort;
 use crate::service::{EndpointSpec, Generation, LinkSpec, Protocol, ServiceSpec, Topology};
 use crate::wire::MacAddr;
-use crate::worker::{Counters, WorkerConfig};
+use crate::worker::WorkerConfig;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -150,14 +150,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn total(cs: &[Counters]) -> Counters {
-    let mut t = Counters::default();
-    for c in cs {
-        t.add(c);
-    }
-    t
-}
-
 /// Runs both phases.
 pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
     let (topo, specs) = specs(cfg);
@@ -209,6 +201,21 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
 
     // Phase 1: one change at a time.
     let (mut r, mut wr) = connect()?;
+    let rx_total = |r: &mut BufReader<UnixStream>,
+                    w: &mut UnixStream|
+     -> Result<(u64, std::collections::BTreeMap<String, u64>), String> {
+        w.write_all(Request::Stats.to_line().as_bytes())
+            .map_err(|e| e.to_string())?;
+        match read(r)?.result {
+            Some(super::Outcome::Stats(s)) => {
+                Ok((s.workers.iter().map(|w| w.rx_packets).sum(), s.drops))
+            }
+            other => Err(format!("stats failed: {other:?}")),
+        }
+    };
+    // Workers publish counters every few polls: let start-up drops settle.
+    std::thread::sleep(Duration::from_millis(100));
+    let (_, drops_at_start) = rx_total(&mut r, &mut wr)?;
     let mut pick = Picker(0x9e37_79b9_7f4a_7c15);
     let mut rtt = Vec::new();
     let mut apply = Vec::new();
@@ -231,15 +238,7 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
 
     // Phase 2: many in flight, counters around it.
     let g_before = generation(&mut r, &mut wr)?;
-    let rx_total = |r: &mut BufReader<UnixStream>, w: &mut UnixStream| -> Result<u64, String> {
-        w.write_all(Request::Stats.to_line().as_bytes())
-            .map_err(|e| e.to_string())?;
-        match read(r)?.result {
-            Some(super::Outcome::Stats(s)) => Ok(s.workers.iter().map(|w| w.rx_packets).sum()),
-            other => Err(format!("stats failed: {other:?}")),
-        }
-    };
-    let rx_before = rx_total(&mut r, &mut wr)?;
+    let (rx_before, _) = rx_total(&mut r, &mut wr)?;
     let phase2 = Duration::from_secs_f64(cfg.seconds);
     let t2 = Instant::now();
     let threads: Vec<_> = (0..cfg.clients)
@@ -285,20 +284,23 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
         failed += f;
     }
     let dt = t2.elapsed().as_secs_f64();
-    let rx_after = rx_total(&mut r, &mut wr)?;
+    let (rx_after, drops_at_end) = rx_total(&mut r, &mut wr)?;
     let g_after = generation(&mut r, &mut wr)?;
     drop((r, wr));
     let dp = handle.shutdown().ok_or("control thread panicked")?;
-    let final_counters = total(&dp.stop());
+    dp.stop();
     let _ = std::fs::remove_dir_all(&dir);
     let packets = rx_after.saturating_sub(rx_before);
+    // Drops while changes were applied (the start-up drops everything until
+    // the first generation is in place, which is not what is measured).
     let mut drops_by_reason = std::collections::BTreeMap::new();
-    for reason in crate::worker::DropReason::ALL {
-        let n = final_counters.drops[reason as usize];
-        if n > 0 {
-            drops_by_reason.insert(reason.name().to_string(), n);
+    for (k, v) in drops_at_end {
+        let d = v.saturating_sub(drops_at_start.get(&k).copied().unwrap_or(0));
+        if d > 0 {
+            drops_by_reason.insert(k, d);
         }
     }
+    let drops = drops_by_reason.values().sum();
     let generations = g_after.saturating_sub(g_before);
     Ok(ControlBenchReport {
         services: cfg.services,
@@ -324,7 +326,7 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
         },
         packets,
         mpps: packets as f64 / dt / 1e6,
-        drops: final_counters.total_drops(),
+        drops,
         drops_by_reason,
     })
 }
