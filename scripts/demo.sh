@@ -44,9 +44,11 @@ BIN=$PWD/target/release/sluice
 ID=demo$$
 STATE=$(mktemp -d /tmp/sluice-$ID.XXXX)
 SOCK=$STATE/sluice.sock
+SERVERS=()
 cleanup() {
   set +e
   [ -n "${SLUICE_PID:-}" ] && kill "$SLUICE_PID" 2>/dev/null && wait "$SLUICE_PID" 2>/dev/null
+  for p in "${SERVERS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   scripts/netlab.sh down "$ID"
   rm -rf "$STATE"
 }
@@ -109,6 +111,7 @@ for i in 1 2 3; do
   echo "b$i" > "$STATE/www$i/who"
   ip netns exec "sl-$ID-b$i" python3 -m http.server 8080 --bind "10.200.2.1$i" \
     --directory "$STATE/www$i" >"$STATE/b$i.log" 2>&1 &
+  SERVERS+=($!)
 done
 
 echo "== starting sluice in sl-$ID-lb"

@@ -19,6 +19,7 @@ pub mod hash;
 pub mod maglev;
 pub mod nat;
 pub mod port;
+pub mod run;
 pub mod service;
 pub mod wire;
 pub mod worker;

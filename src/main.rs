@@ -1,6 +1,13 @@
 //! The `sluice` command.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use sluice::control::client::Client;
+use sluice::control::protocol::{Outcome, Request};
+use sluice::service::{EndpointSpec, Protocol, ServiceSpec};
 
 #[derive(Parser)]
 #[command(
@@ -15,6 +22,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the load balancer on the ports, services and control socket the
+    /// configuration file describes, until SIGINT or SIGTERM.
+    Run {
+        /// TOML configuration (see config/demo.toml).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Drive the real worker loop over the in-memory port with synthetic
     /// traffic, then the rx/MAC-swap/tx baseline on the same ports.
     Bench {
@@ -47,6 +61,398 @@ enum Cmd {
         #[arg(long, requires = "packets")]
         baseline: bool,
     },
+    /// Talk to a running sluice through its control socket.
+    Ctl {
+        /// Control socket path.
+        #[arg(long, default_value = sluice::control::config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the raw JSON reply (one line) instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        op: CtlOp,
+    },
+    /// Endpoint changes through the control socket while workers forward
+    /// generator traffic: changes per second and request->applied latency.
+    BenchControl {
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        #[arg(long, default_value_t = 100)]
+        endpoints: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Clients in the throughput phase.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Requests each client keeps in flight.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+        /// Distinct services the changes touch (default: all, at random).
+        #[arg(long)]
+        spread: Option<usize>,
+        #[arg(long, default_value_t = sluice::maglev::DEFAULT_TABLE_SIZE)]
+        table_size: u32,
+        #[arg(long, default_value_t = 10_000)]
+        flows: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlOp {
+    /// services list
+    Services {
+        #[command(subcommand)]
+        op: ServicesOp,
+    },
+    /// service add | remove
+    Service {
+        #[command(subcommand)]
+        op: ServiceOp,
+    },
+    /// endpoints set SERVICE ADDR:PORT[=WEIGHT]...
+    Endpoints {
+        #[command(subcommand)]
+        op: EndpointsOp,
+    },
+    /// endpoint add | remove | drain | weight | down | up
+    Endpoint {
+        #[command(subcommand)]
+        op: EndpointOp,
+    },
+    /// Counters per worker, per service, per endpoint.
+    Stats,
+    /// flows count | lookup | dump
+    Flows {
+        #[command(subcommand)]
+        op: FlowsOp,
+    },
+    /// Which backend a packet from CLIENT gets, and why.
+    Explain {
+        /// Service name (or use --vip).
+        service: Option<String>,
+        /// Client address:port.
+        client: Option<SocketAddrV4>,
+        #[arg(long)]
+        vip: Option<SocketAddrV4>,
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: Option<Protocol>,
+        /// Explain a mid-flow packet instead of a SYN.
+        #[arg(long)]
+        mid_flow: bool,
+    },
+    /// Maglev table digests (compare instances).
+    Digest { service: Option<String> },
+    /// Reload the configuration file.
+    Reload { path: Option<PathBuf> },
+    /// The generation number in force.
+    Generation,
+    /// Live view: per-worker Mpps, per-backend share of flows and packets.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServicesOp {
+    List,
+}
+
+#[derive(Subcommand)]
+enum ServiceOp {
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        vip: Ipv4Addr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "tcp", value_parser = parse_protocol)]
+        protocol: Protocol,
+        #[arg(long)]
+        table_size: Option<u32>,
+        /// ADDR:PORT[=WEIGHT], repeatable.
+        #[arg(long = "endpoint", value_parser = parse_endpoint)]
+        endpoints: Vec<EndpointSpec>,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EndpointsOp {
+    Set {
+        service: String,
+        /// ADDR:PORT[=WEIGHT]...
+        #[arg(value_parser = parse_endpoint)]
+        endpoints: Vec<EndpointSpec>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EndpointOp {
+    Add {
+        service: String,
+        #[arg(value_parser = parse_endpoint)]
+        endpoint: EndpointSpec,
+    },
+    Remove {
+        service: String,
+        endpoint: SocketAddrV4,
+    },
+    Drain {
+        service: String,
+        endpoint: SocketAddrV4,
+        /// Mark it down after this long (e.g. 30s, 500ms, 2m).
+        #[arg(long, value_parser = parse_duration)]
+        deadline: Option<Duration>,
+    },
+    Weight {
+        service: String,
+        endpoint: SocketAddrV4,
+        weight: u32,
+    },
+    Down {
+        service: String,
+        endpoint: SocketAddrV4,
+    },
+    Up {
+        service: String,
+        endpoint: SocketAddrV4,
+    },
+}
+
+#[derive(Subcommand)]
+enum FlowsOp {
+    Count,
+    Lookup {
+        client: SocketAddrV4,
+        vip: SocketAddrV4,
+        #[arg(long, default_value = "tcp", value_parser = parse_protocol)]
+        protocol: Protocol,
+    },
+    Dump {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+fn parse_endpoint(s: &str) -> Result<EndpointSpec, String> {
+    let (addr, weight) = match s.split_once('=') {
+        Some((a, w)) => (
+            a,
+            w.parse::<u32>()
+                .map_err(|_| format!("weight {w:?} is not a number"))?,
+        ),
+        None => (s, 1),
+    };
+    let a: SocketAddrV4 = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not ADDR:PORT (e.g. 10.200.2.11:8080)"))?;
+    Ok(EndpointSpec::new(*a.ip(), a.port()).weight(weight))
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(format!("{s:?}: protocol must be tcp or udp")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn ctl_request(op: CtlOp) -> Result<Request, String> {
+    Ok(match op {
+        CtlOp::Services {
+            op: ServicesOp::List,
+        } => Request::ServicesList,
+        CtlOp::Service {
+            op:
+                ServiceOp::Add {
+                    name,
+                    vip,
+                    port,
+                    protocol,
+                    table_size,
+                    endpoints,
+                },
+        } => {
+            let mut s = ServiceSpec::new(&name, vip, port, protocol);
+            if let Some(t) = table_size {
+                s.table_size = t;
+            }
+            s.endpoints = endpoints;
+            Request::ServiceAdd { service: s }
+        }
+        CtlOp::Service {
+            op: ServiceOp::Remove { name },
+        } => Request::ServiceRemove { name },
+        CtlOp::Endpoints {
+            op: EndpointsOp::Set { service, endpoints },
+        } => Request::EndpointsSet { service, endpoints },
+        CtlOp::Endpoint { op } => match op {
+            EndpointOp::Add { service, endpoint } => Request::EndpointAdd { service, endpoint },
+            EndpointOp::Remove { service, endpoint } => {
+                Request::EndpointRemove { service, endpoint }
+            }
+            EndpointOp::Drain {
+                service,
+                endpoint,
+                deadline,
+            } => Request::EndpointDrain {
+                service,
+                endpoint,
+                deadline_ms: deadline.map(|d| d.as_millis() as u64),
+            },
+            EndpointOp::Weight {
+                service,
+                endpoint,
+                weight,
+            } => Request::EndpointWeight {
+                service,
+                endpoint,
+                weight,
+            },
+            EndpointOp::Down { service, endpoint } => Request::EndpointDown { service, endpoint },
+            EndpointOp::Up { service, endpoint } => Request::EndpointUp { service, endpoint },
+        },
+        CtlOp::Stats | CtlOp::Top { .. } => Request::Stats,
+        CtlOp::Flows { op } => match op {
+            FlowsOp::Count => Request::FlowsCount,
+            FlowsOp::Lookup {
+                client,
+                vip,
+                protocol,
+            } => Request::FlowsLookup {
+                client,
+                vip,
+                protocol,
+            },
+            FlowsOp::Dump { limit } => Request::FlowsDump { limit },
+        },
+        CtlOp::Explain {
+            service,
+            client,
+            vip,
+            protocol,
+            mid_flow,
+        } => {
+            // `explain web 10.0.0.1:4000` or `explain --vip V:P 10.0.0.1:4000`.
+            let (service, client) = match (service, client, vip) {
+                (Some(s), Some(c), _) => (Some(s), c),
+                (Some(s), None, Some(_)) => (
+                    None,
+                    s.parse()
+                        .map_err(|_| format!("{s:?} is not a client ADDR:PORT"))?,
+                ),
+                _ => {
+                    return Err(
+                        "usage: explain SERVICE CLIENT_ADDR:PORT, or explain --vip VIP:PORT CLIENT_ADDR:PORT"
+                            .into(),
+                    )
+                }
+            };
+            Request::Explain {
+                client,
+                service,
+                vip,
+                protocol,
+                syn: !mid_flow,
+            }
+        }
+        CtlOp::Digest { service } => Request::Digest { service },
+        CtlOp::Reload { path } => Request::Reload {
+            path: path.map(|p| p.display().to_string()),
+        },
+        CtlOp::Generation => Request::Generation,
+    })
+}
+
+fn ctl(socket: PathBuf, json: bool, op: CtlOp) -> std::process::ExitCode {
+    let top = match op {
+        CtlOp::Top { interval, count } => Some((interval, count)),
+        _ => None,
+    };
+    let req = match ctl_request(op) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut client = match Client::connect(&socket) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    let mut shown = 0u64;
+    loop {
+        let resp = match client.call(&req) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::from(3);
+            }
+        };
+        if json {
+            print!("{}", resp.to_line());
+        } else if let Some(e) = &resp.error {
+            eprintln!("error ({:?}): {}", e.kind, e.message);
+        } else if top.is_some() {
+            // Clear the screen and home the cursor: one frame per refresh.
+            print!("\x1b[2J\x1b[H");
+            if let Some(Outcome::Stats(s)) = &resp.result {
+                println!(
+                    "sluice top  generation {}  (rates over {:.1} s)",
+                    resp.generation, s.interval_s
+                );
+            }
+            print!("{}", sluice::control::render::response(&resp));
+        } else {
+            print!("{}", sluice::control::render::response(&resp));
+        }
+        if !resp.ok {
+            return std::process::ExitCode::from(1);
+        }
+        let Some((interval, count)) = top else {
+            return std::process::ExitCode::SUCCESS;
+        };
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return std::process::ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_secs_f64(interval.max(0.1)));
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +462,13 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Run { config } => match sluice::run::run(&config) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}: {e}", config.display());
+                std::process::ExitCode::FAILURE
+            }
+        },
         Cmd::Bench {
             flows,
             new_ratio,
@@ -115,6 +528,53 @@ fn main() -> std::process::ExitCode {
                 );
             }
             std::process::ExitCode::SUCCESS
+        }
+        Cmd::Ctl { socket, json, op } => ctl(socket, json, op),
+        Cmd::BenchControl {
+            services,
+            endpoints,
+            workers,
+            seconds,
+            clients,
+            window,
+            spread,
+            table_size,
+            flows,
+            json,
+        } => {
+            if services == 0 || endpoints == 0 || workers == 0 || clients == 0 || window == 0 {
+                eprintln!("error: --services, --endpoints, --workers, --clients and --window must be positive");
+                return std::process::ExitCode::from(2);
+            }
+            if endpoints > 60_000 || services > 60_000 {
+                eprintln!("error: --endpoints and --services are at most 60000");
+                return std::process::ExitCode::from(2);
+            }
+            let cfg = sluice::control::bench::ControlBenchConfig {
+                services,
+                endpoints,
+                workers,
+                seconds,
+                clients,
+                window,
+                spread: spread.unwrap_or(services),
+                table_size,
+                flows,
+            };
+            match sluice::control::bench::run(&cfg) {
+                Ok(r) if json => {
+                    println!("{}", serde_json::to_string(&r).expect("report serialises"));
+                    std::process::ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    println!("{r:#?}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -54,11 +54,16 @@ pub fn run(path: &Path) -> Result<(), RunError> {
             for w in 0..workers {
                 let mut mine = Vec::new();
                 for i in &config.interface {
-                    let p = AfPacketPort::open(&i.name, w as u32, workers as u32, RingConfig::default())
-                        .map_err(|e| RunError::Interface {
-                            name: i.name.clone(),
-                            message: e.to_string(),
-                        })?;
+                    let p = AfPacketPort::open(
+                        &i.name,
+                        w as u32,
+                        workers as u32,
+                        RingConfig::default(),
+                    )
+                    .map_err(|e| RunError::Interface {
+                        name: i.name.clone(),
+                        message: e.to_string(),
+                    })?;
                     mine.push(p);
                 }
                 ports.push(mine);
@@ -141,7 +146,9 @@ fn interface_mac(name: &str) -> Result<MacAddr, RunError> {
     let p = format!("/sys/class/net/{name}/address");
     let text = std::fs::read_to_string(&p).map_err(|e| RunError::Interface {
         name: name.to_string(),
-        message: format!("cannot read {p} ({e}): does the interface exist in this network namespace?"),
+        message: format!(
+            "cannot read {p} ({e}): does the interface exist in this network namespace?"
+        ),
     })?;
     text.trim().parse().map_err(|_| RunError::Interface {
         name: name.to_string(),

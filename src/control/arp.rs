@@ -68,6 +68,10 @@ struct Entry {
     /// When a learnt `mac` stops being trusted (refresh probes keep it
     /// usable until then).
     expires: Duration,
+    /// A next hop the data path needs: probed and refreshed. Others (hosts
+    /// that asked for one of our addresses) are only remembered until they
+    /// expire; they refresh themselves by asking again.
+    wanted: bool,
 }
 
 /// A frame for the control thread to send out of `port`.
@@ -150,6 +154,7 @@ impl Neighbors {
                 port,
                 state: State::Static,
                 expires: Duration::MAX,
+                wanted: true,
             },
         );
     }
@@ -167,8 +172,11 @@ impl Neighbors {
     /// next tick; ones no longer needed are forgotten (static ones stay).
     pub fn want(&mut self, hops: impl IntoIterator<Item = Ipv4Addr>) {
         let wanted: std::collections::BTreeSet<Ipv4Addr> = hops.into_iter().collect();
-        self.entries
-            .retain(|a, e| e.state == State::Static || wanted.contains(a));
+        // Unwanted probes stop; learnt entries stay until they expire.
+        self.entries.retain(|a, e| {
+            e.wanted = wanted.contains(a) || e.state == State::Static;
+            e.wanted || e.mac.is_some()
+        });
         for a in wanted {
             if self.entries.contains_key(&a) {
                 continue;
@@ -186,6 +194,7 @@ impl Neighbors {
                         last: Duration::ZERO,
                     },
                     expires: Duration::ZERO,
+                    wanted: true,
                 },
             );
         }
@@ -264,10 +273,16 @@ impl Neighbors {
         let mut out = vec![];
         let mut changed = false;
         let mut ask = vec![];
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.wanted || now < e.expires);
+        changed |= self.entries.len() != before;
         for (a, e) in self.entries.iter_mut() {
             if e.state != State::Static && e.mac.is_some() && now >= e.expires {
                 e.mac = None;
                 changed = true;
+            }
+            if !e.wanted {
+                continue;
             }
             match e.state {
                 State::Static => {}
@@ -339,6 +354,28 @@ impl Neighbors {
         }
         let target = arp.target_proto_addr;
         let ours = target == link.addr || self.vips.contains(&target);
+        // RFC 826: the target of a request records the sender (replies to
+        // that host will need its address, e.g. an on-link client).
+        if ours
+            && sender != target
+            && !sender.is_unspecified()
+            && !arp.sender_hw_addr.is_multicast()
+            && on_link(&link, sender)
+            && !self.entries.contains_key(&sender)
+        {
+            self.entries.insert(
+                sender,
+                Entry {
+                    mac: Some(arp.sender_hw_addr),
+                    port,
+                    state: State::Reachable { at: now },
+                    expires: now + self.timers.reachable,
+                    wanted: false,
+                },
+            );
+            self.stats.learnt += 1;
+            changed = true;
+        }
         let reply = if arp.operation == ARP_REQUEST && ours && sender != target {
             self.stats.requests_answered += 1;
             Some(Outgoing {
@@ -449,6 +486,13 @@ mod tests {
             }
         }
         assert_eq!(n.stats.requests_answered, 2);
+        // The asker was learnt (RFC 826), and is forgotten, not probed, when
+        // it expires.
+        assert_eq!(n.resolved(), vec![(Ipv4Addr::new(10, 200, 2, 11), B1)]);
+        assert!(n.tick(Duration::from_secs(30)).0.is_empty());
+        let (out, changed) = n.tick(Duration::from_secs(61));
+        assert!(out.is_empty() && changed);
+        assert!(n.resolved().is_empty());
     }
 
     #[test]

@@ -1,7 +1,20 @@
-//! The control thread's side of the data path: starting workers, publishing
-//! generations to them and waiting until every worker runs one.
+//! The control thread: the operator's configuration (store), the control
+//! socket and its protocol, the configuration file, metrics, and the
+//! publishing of generations to workers.
 
 pub mod arp;
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod protocol;
 mod publish;
+pub mod query;
+pub mod render;
+pub mod server;
+pub mod store;
 
+pub use config::Config;
+pub use protocol::{Outcome, Request, Response};
 pub use publish::{Dataplane, PublishError};
+pub use server::{ControlHandle, ControlServer, Limits, ServerOptions};
+pub use store::Store;

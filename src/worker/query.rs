@@ -115,6 +115,8 @@ impl EndpointReport {
                 .endpoints()
                 .iter()
                 .zip(counters)
+                // Port 0 marks a hole in the endpoint layout, not an endpoint.
+                .filter(|(e, _)| e.port != 0)
                 .map(|(e, c)| EndpointStat {
                     service: g.service(e.service).key,
                     addr: Ipv4Addr::from(e.addr),
@@ -129,6 +131,10 @@ impl EndpointReport {
 /// Carries per-endpoint counters from one generation's indices to the
 /// next one's, by endpoint identity (service, address, port). Counters of
 /// endpoints that left the service are dropped with them.
+///
+/// Incremental rebuilds keep every endpoint at its index, so the common
+/// case is a sequential comparison of identities at the same index; only
+/// endpoints that moved (a compaction, a new block) cost a hash lookup.
 pub(crate) fn remap_endpoint_counters(
     old_gen: &Generation,
     old: &[EndpointCounters],
@@ -137,11 +143,21 @@ pub(crate) fn remap_endpoint_counters(
 ) {
     new.clear();
     new.resize(new_gen.endpoints().len(), EndpointCounters::default());
-    for (e, c) in old_gen.endpoints().iter().zip(old) {
+    let (oe, ne) = (old_gen.endpoints(), new_gen.endpoints());
+    for (i, (e, c)) in oe.iter().zip(old).enumerate() {
+        if e.port == 0 || *c == EndpointCounters::default() {
+            continue; // a hole, or nothing to carry
+        }
         let key = old_gen.service(e.service).key;
+        if let Some(n) = ne.get(i) {
+            if n.addr == e.addr && n.port == e.port && new_gen.service(n.service).key == key {
+                new[i] = *c;
+                continue;
+            }
+        }
         if let Some(svc) = new_gen.service_for(&key) {
-            if let Some(i) = new_gen.find_endpoint(svc, e.addr, e.port) {
-                new[i as usize] = *c;
+            if let Some(j) = new_gen.find_endpoint(svc, e.addr, e.port) {
+                new[j as usize] = *c;
             }
         }
     }

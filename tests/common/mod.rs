@@ -349,3 +349,9 @@ impl Rig {
 pub fn backend_index(s: &Seen) -> u8 {
     s.dst.octets()[3] - 10
 }
+
+/// sluice's own ARP frames (announcements at start, neighbor requests):
+/// tests that count data frames skip them.
+pub fn is_arp(f: &[u8]) -> bool {
+    f.get(12..14) == Some(&[0x08, 0x06][..])
+}

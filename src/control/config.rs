@@ -1,0 +1,620 @@
+//! The TOML configuration file: control socket and metrics, data-path
+//! backend and workers, interfaces, routes, neighbors, timeouts, services.
+//!
+//! Every section refuses unknown fields, and every check names the field and
+//! the fix, because a typo in a load balancer's config should fail loudly at
+//! start or reload, never run with a default the operator did not mean.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::Timeouts;
+use crate::service::{
+    EndpointSpec, EndpointState, LinkSpec, Protocol, RouteSpec, ServiceSpec, Topology,
+};
+use crate::wire::MacAddr;
+use crate::worker::IdlePolicy;
+
+/// Where the control socket lives unless the config says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/sluice/sluice.sock";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub control: ControlSection,
+    #[serde(default)]
+    pub dataplane: DataplaneSection,
+    #[serde(default)]
+    pub interface: Vec<InterfaceSection>,
+    #[serde(default)]
+    pub route: Vec<RouteSection>,
+    #[serde(default)]
+    pub network: NetworkSection,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    #[serde(default)]
+    pub service: Vec<ServiceSection>,
+}
+
+/// `[control]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Prometheus listener; off when absent.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// Allows a non-loopback metrics address.
+    #[serde(default)]
+    pub metrics_public: bool,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection {
+            socket: default_socket(),
+            metrics: None,
+            metrics_public: false,
+        }
+    }
+}
+
+/// Which packet I/O backend the workers use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Afpacket,
+    Dpdk,
+    Mem,
+}
+
+/// `[dataplane]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneSection {
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    #[serde(default)]
+    pub cores: Option<Vec<usize>>,
+    #[serde(default = "default_flow_capacity")]
+    pub flow_capacity: usize,
+    #[serde(default)]
+    pub idle: IdleSection,
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+}
+
+fn default_workers() -> usize {
+    1
+}
+
+fn default_flow_capacity() -> usize {
+    1 << 20
+}
+
+impl Default for DataplaneSection {
+    fn default() -> Self {
+        DataplaneSection {
+            backend: Backend::default(),
+            workers: default_workers(),
+            cores: None,
+            flow_capacity: default_flow_capacity(),
+            idle: IdleSection::default(),
+            eal_args: Vec::new(),
+        }
+    }
+}
+
+/// `idle = { mode = "backoff", spin_polls = 2000, sleep_us = 50 }` or
+/// `idle = { mode = "busy" }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum IdleSection {
+    Busy,
+    Backoff {
+        #[serde(default = "default_spin_polls")]
+        spin_polls: u32,
+        #[serde(default = "default_sleep_us")]
+        sleep_us: u32,
+    },
+}
+
+fn default_spin_polls() -> u32 {
+    2000
+}
+
+fn default_sleep_us() -> u32 {
+    50
+}
+
+impl Default for IdleSection {
+    fn default() -> Self {
+        IdleSection::Backoff {
+            spin_polls: default_spin_polls(),
+            sleep_us: default_sleep_us(),
+        }
+    }
+}
+
+impl IdleSection {
+    pub fn policy(self) -> IdlePolicy {
+        match self {
+            IdleSection::Busy => IdlePolicy::BusyPoll,
+            IdleSection::Backoff {
+                spin_polls,
+                sleep_us,
+            } => IdlePolicy::Backoff {
+                spin_polls,
+                sleep_us,
+            },
+        }
+    }
+}
+
+/// `[[interface]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSection {
+    pub name: String,
+    /// Optional with afpacket (read from the interface by `sluice run`).
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// `address/prefix`, e.g. `10.200.1.254/24`.
+    pub address: String,
+}
+
+/// `[[route]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// `network/prefix`.
+    pub dest: String,
+    pub via: Ipv4Addr,
+}
+
+/// `[network]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub neighbors: Vec<NeighborSection>,
+}
+
+/// One static neighbor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborSection {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+/// `[timeouts]`, in seconds; absent ones keep conntrack's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    pub syn_sent: Option<u32>,
+    pub syn_recv: Option<u32>,
+    pub established: Option<u32>,
+    pub fin_wait: Option<u32>,
+    pub close_wait: Option<u32>,
+    pub last_ack: Option<u32>,
+    pub time_wait: Option<u32>,
+    pub closed: Option<u32>,
+    pub udp: Option<u32>,
+    pub udp_stream: Option<u32>,
+}
+
+/// `[[service]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u32,
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub table_size: Option<u32>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub endpoint: Vec<EndpointSection>,
+}
+
+/// `[[service.endpoint]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    pub address: Ipv4Addr,
+    pub port: u32,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub state: EndpointState,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `a.b.c.d/len` with len <= 32.
+fn parse_prefix(s: &str, what: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+    let bad = || {
+        invalid(format!(
+            "{what}: {s:?} is not an IPv4 prefix; write it as address/length, e.g. 10.200.1.254/24"
+        ))
+    };
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.trim().parse().map_err(|_| bad())?;
+    let len: u8 = len.trim().parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((addr, len))
+}
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax(m) => ConfigError::Syntax(format!("{}: {m}", path.display())),
+            ConfigError::Invalid(m) => ConfigError::Invalid(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks what TOML types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(m) = self.control.metrics {
+            if !m.ip().is_loopback() && !self.control.metrics_public {
+                return Err(invalid(format!(
+                    "control.metrics: {m} is not a loopback address; use 127.0.0.1:PORT, or set metrics_public = true to expose metrics on the network"
+                )));
+            }
+        }
+        if self.control.socket.as_os_str().is_empty() {
+            return Err(invalid(
+                "control.socket: empty path; e.g. /run/sluice/sluice.sock",
+            ));
+        }
+        let d = &self.dataplane;
+        if d.workers == 0 || d.workers > 1024 {
+            return Err(invalid(format!(
+                "dataplane.workers: {} is out of range; use 1 to 1024 (one per core)",
+                d.workers
+            )));
+        }
+        if let Some(cores) = &d.cores {
+            if cores.len() != d.workers {
+                return Err(invalid(format!(
+                    "dataplane.cores: {} cores listed for {} workers; list one core per worker",
+                    cores.len(),
+                    d.workers
+                )));
+            }
+        }
+        if d.flow_capacity == 0 || d.flow_capacity > crate::flow::MAX_CAPACITY {
+            return Err(invalid(format!(
+                "dataplane.flow_capacity: {} is out of range; use 1 to {}",
+                d.flow_capacity,
+                crate::flow::MAX_CAPACITY
+            )));
+        }
+        if !d.eal_args.is_empty() && d.backend != Backend::Dpdk {
+            return Err(invalid(
+                "dataplane.eal_args: only used with backend = \"dpdk\"; remove it or change the backend",
+            ));
+        }
+        for (i, l) in self.interface.iter().enumerate() {
+            if l.name.is_empty() {
+                return Err(invalid(format!("interface #{}: name is empty", i + 1)));
+            }
+            parse_prefix(&l.address, &format!("interface {:?}: address", l.name))?;
+            if l.mac.is_none() && d.backend != Backend::Afpacket {
+                return Err(invalid(format!(
+                    "interface {:?}: mac is required with backend {:?} (only afpacket reads it from the interface)",
+                    l.name, d.backend
+                )));
+            }
+        }
+        for r in &self.route {
+            parse_prefix(&r.dest, &format!("route via {}: dest", r.via))?;
+        }
+        self.timeouts()?;
+        let mut names = std::collections::HashSet::new();
+        for s in &self.service {
+            s.spec()?;
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(format!(
+                    "service {:?} is defined twice; service names must be unique",
+                    s.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The flow timeouts, in milliseconds.
+    pub fn timeouts(&self) -> Result<Timeouts, ConfigError> {
+        let mut t = Timeouts::default();
+        let s = &self.timeouts;
+        for (slot, v) in [
+            (&mut t.syn_sent, s.syn_sent),
+            (&mut t.syn_recv, s.syn_recv),
+            (&mut t.established, s.established),
+            (&mut t.fin_wait, s.fin_wait),
+            (&mut t.close_wait, s.close_wait),
+            (&mut t.last_ack, s.last_ack),
+            (&mut t.time_wait, s.time_wait),
+            (&mut t.closed, s.closed),
+            (&mut t.udp, s.udp),
+            (&mut t.udp_stream, s.udp_stream),
+        ] {
+            if let Some(secs) = v {
+                *slot = secs.saturating_mul(1000);
+            }
+        }
+        t.validate()
+            .map_err(|e| invalid(format!("timeouts: {e} (values here are in seconds)")))?;
+        Ok(t)
+    }
+
+    /// Links, routes, gateway and neighbors. Interfaces without a MAC must
+    /// have had it filled in (from the interface) before this is called.
+    pub fn topology(&self) -> Result<Topology, ConfigError> {
+        let mut links = Vec::with_capacity(self.interface.len());
+        for l in &self.interface {
+            let (addr, prefix_len) =
+                parse_prefix(&l.address, &format!("interface {:?}: address", l.name))?;
+            let mac = l.mac.ok_or_else(|| {
+                invalid(format!(
+                    "interface {:?}: mac unknown; set mac = \"02:..\" or let the afpacket backend read it",
+                    l.name
+                ))
+            })?;
+            links.push(LinkSpec {
+                name: l.name.clone(),
+                mac,
+                addr,
+                prefix_len,
+            });
+        }
+        let mut routes = Vec::with_capacity(self.route.len());
+        for r in &self.route {
+            let (dest, prefix_len) = parse_prefix(&r.dest, &format!("route via {}: dest", r.via))?;
+            routes.push(RouteSpec {
+                dest,
+                prefix_len,
+                via: r.via,
+            });
+        }
+        let topo = Topology {
+            links,
+            routes,
+            gateway: self.network.gateway,
+            neighbors: self
+                .network
+                .neighbors
+                .iter()
+                .map(|n| (n.ip, n.mac))
+                .collect(),
+        };
+        // Route checks (gateway and vias on a connected subnet) belong to the
+        // route table compiler; run it here so a bad file is refused as a
+        // config error, before any generation is built.
+        crate::service::Generation::build(0, &topo, &[]).map_err(|e| invalid(e.to_string()))?;
+        Ok(topo)
+    }
+
+    /// The services as specs.
+    pub fn services(&self) -> Result<Vec<Arc<ServiceSpec>>, ConfigError> {
+        self.service
+            .iter()
+            .map(|s| s.spec().map(Arc::new))
+            .collect()
+    }
+}
+
+impl ServiceSection {
+    /// The spec, checked field by field.
+    pub fn spec(&self) -> Result<ServiceSpec, ConfigError> {
+        let name = &self.name;
+        if name.is_empty()
+            || name.len() > 128
+            || name.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(invalid(format!(
+                "service {name:?}: name must be 1-128 characters without spaces"
+            )));
+        }
+        let port = u16::try_from(self.port)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "service {name:?}: port {} must be 1-65535",
+                    self.port
+                ))
+            })?;
+        let mut spec = ServiceSpec::new(name, self.vip, port, self.protocol);
+        if let Some(size) = self.table_size {
+            crate::maglev::validate_table_size(size).map_err(|e| {
+                invalid(format!(
+                    "service {name:?}: table_size: {e}; use a prime such as 65537 (the default), 16381 or 251"
+                ))
+            })?;
+            spec.table_size = size;
+        }
+        spec.seed = self.seed;
+        let mut seen = std::collections::HashSet::new();
+        for e in &self.endpoint {
+            let port = u16::try_from(e.port)
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "service {name:?}: endpoint {}:{}: port must be 1-65535",
+                        e.address, e.port
+                    ))
+                })?;
+            if !seen.insert((e.address, port)) {
+                return Err(invalid(format!(
+                    "service {name:?}: endpoint {}:{port} is listed twice; list each endpoint once",
+                    e.address
+                )));
+            }
+            spec.endpoints.push(EndpointSpec {
+                addr: e.address,
+                port,
+                weight: e.weight,
+                state: e.state,
+            });
+        }
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[control]
+socket = "/tmp/sluice-test.sock"
+metrics = "127.0.0.1:9100"
+
+[dataplane]
+backend = "mem"
+workers = 2
+cores = [0, 1]
+idle = { mode = "busy" }
+
+[[interface]]
+name = "lb0"
+mac = "02:00:00:00:01:fe"
+address = "10.200.1.254/24"
+
+[[route]]
+dest = "198.51.100.0/24"
+via = "10.200.1.1"
+
+[network]
+gateway = "10.200.1.1"
+neighbors = [{ ip = "10.200.1.11", mac = "02:00:00:00:02:0b" }]
+
+[timeouts]
+established = 3600
+
+[[service]]
+name = "web"
+vip = "198.18.0.100"
+port = 80
+protocol = "tcp"
+table_size = 251
+
+[[service.endpoint]]
+address = "10.200.1.11"
+port = 8080
+weight = 2
+"#;
+
+    #[test]
+    fn a_full_file_parses_into_topology_services_and_timeouts() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.dataplane.workers, 2);
+        assert_eq!(c.dataplane.idle.policy(), IdlePolicy::BusyPoll);
+        let t = c.topology().unwrap();
+        assert_eq!(t.links[0].prefix_len, 24);
+        assert_eq!(t.routes[0].prefix_len, 24);
+        let s = c.services().unwrap();
+        assert_eq!(s[0].endpoints[0].weight, 2);
+        assert_eq!(s[0].table_size, 251);
+        assert_eq!(c.timeouts().unwrap().established, 3_600_000);
+    }
+
+    fn refused(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_the_field_and_the_fix() {
+        let m = refused(&GOOD.replace("port = 8080", "port = 0"));
+        assert!(
+            m.contains("service \"web\": endpoint 10.200.1.11:0: port must be 1-65535"),
+            "{m}"
+        );
+        let m = refused(&GOOD.replace("weight = 2", "weight = 2\ncolour = 1"));
+        assert!(m.contains("colour"), "{m}");
+        let m = refused(&GOOD.replace("127.0.0.1:9100", "0.0.0.0:9100"));
+        assert!(m.contains("metrics_public"), "{m}");
+        let m = refused(&GOOD.replace("table_size = 251", "table_size = 250"));
+        assert!(m.contains("table_size") && m.contains("prime"), "{m}");
+        let m = refused(
+            &GOOD
+                .replace("/24\"\nmac", "/40\"\nmac")
+                .replace("10.200.1.254/24", "10.200.1.254/40"),
+        );
+        assert!(m.contains("address/length"), "{m}");
+        let m = refused(&GOOD.replace("cores = [0, 1]", "cores = [0]"));
+        assert!(m.contains("dataplane.cores"), "{m}");
+        let m = refused(&format!("{GOOD}\n[[service]]\nname = \"web\"\nvip = \"198.18.0.1\"\nport = 81\nprotocol = \"tcp\"\n"));
+        assert!(m.contains("defined twice"), "{m}");
+        let m = refused("[dataplane]\nbackend = \"xdp\"\n");
+        assert!(m.contains("xdp"), "{m}");
+        let c = Config::parse(&GOOD.replace("via = \"10.200.1.1\"", "via = \"10.9.9.9\"")).unwrap();
+        let m = c.topology().unwrap_err().to_string();
+        assert!(m.contains("10.9.9.9"), "{m}");
+    }
+
+    #[test]
+    fn the_shipped_examples_parse() {
+        for f in ["config/demo.toml", "config/baremetal.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            let c = Config::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert!(!c.service.is_empty(), "{f}");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Human-readable tables for `sluice ctl` (scripts use `--json`).
+
+use std::fmt::Write as _;
+
+use super::protocol::{Outcome, Response, Stats};
+
+fn si(n: f64) -> String {
+    if n >= 1e9 {
+        format!("{:.2}G", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+fn pct(part: f64, whole: f64) -> String {
+    if whole > 0.0 {
+        format!("{:5.1}%", 100.0 * part / whole)
+    } else {
+        "    -".to_string()
+    }
+}
+
+/// The text for a successful response.
+pub fn response(r: &Response) -> String {
+    let mut o = String::new();
+    match &r.result {
+        None | Some(Outcome::Generation) => {
+            let _ = writeln!(o, "generation {}", r.generation);
+        }
+        Some(Outcome::Applied { apply_us }) => {
+            let _ = writeln!(
+                o,
+                "ok: generation {} runs on every worker ({apply_us} us)",
+                r.generation
+            );
+        }
+        Some(Outcome::Services { services }) => {
+            let _ = writeln!(
+                o,
+                "{:<20} {:<22} {:>5} {:>9}  endpoints",
+                "SERVICE", "VIP", "PROTO", "TABLE"
+            );
+            for s in services {
+                let _ = writeln!(
+                    o,
+                    "{:<20} {:<22} {:>5} {:>9}  {}",
+                    s.name,
+                    format!("{}:{}", s.vip, s.port),
+                    s.protocol.to_string(),
+                    s.table_size,
+                    s.endpoints.len()
+                );
+                for e in &s.endpoints {
+                    let _ = writeln!(
+                        o,
+                        "    {:<24} weight {:<4} {:?}",
+                        format!("{}:{}", e.addr, e.port),
+                        e.weight,
+                        e.state
+                    );
+                }
+            }
+        }
+        Some(Outcome::Stats(s)) => o.push_str(&stats(s)),
+        Some(Outcome::FlowCount { per_worker, total }) => {
+            let _ = writeln!(o, "flows {total}");
+            for (i, n) in per_worker.iter().enumerate() {
+                let _ = writeln!(o, "  worker {i}: {n}");
+            }
+        }
+        Some(Outcome::Flow { flow: None }) => o.push_str("no such flow\n"),
+        Some(Outcome::Flow { flow: Some(f) }) => {
+            let _ = writeln!(
+                o,
+                "worker {} {} -> {} -> {} {} age {} ms idle {} ms gen {}",
+                f.worker, f.client, f.vip, f.backend, f.state, f.age_ms, f.idle_ms, f.generation
+            );
+        }
+        Some(Outcome::Flows { flows }) => {
+            let _ = writeln!(
+                o,
+                "{:>3} {:<22} {:<22} {:<22} {:<12} {:>10} {:>10}",
+                "W", "CLIENT", "VIP", "BACKEND", "STATE", "AGE_MS", "IDLE_MS"
+            );
+            for f in flows {
+                let _ = writeln!(
+                    o,
+                    "{:>3} {:<22} {:<22} {:<22} {:<12} {:>10} {:>10}",
+                    f.worker,
+                    f.client.to_string(),
+                    f.vip.to_string(),
+                    f.backend.to_string(),
+                    f.state,
+                    f.age_ms,
+                    f.idle_ms
+                );
+            }
+        }
+        Some(Outcome::Explain(x)) => {
+            let _ = writeln!(o, "service   {} ({}/{})", x.service, x.vip, x.protocol);
+            let _ = writeln!(
+                o,
+                "client    {} (owned by worker {})",
+                x.client, x.owner_worker
+            );
+            let _ = writeln!(
+                o,
+                "backend   {}",
+                x.backend.map_or("none".to_string(), |b| b.to_string())
+            );
+            let _ = writeln!(o, "why       {}", x.reason);
+            let _ = writeln!(
+                o,
+                "maglev    hash {:016x}, slot {} of {}; new flows -> {}, mid-flow misses -> {}",
+                x.maglev_hash,
+                x.slot,
+                x.table_size,
+                x.new_flow_backend
+                    .map_or("none".to_string(), |b| b.to_string()),
+                x.mid_flow_backend
+                    .map_or("none".to_string(), |b| b.to_string())
+            );
+        }
+        Some(Outcome::Digests { digests }) => {
+            for d in digests {
+                let _ = writeln!(o, "{:<20} {:>9} {}", d.service, d.table_size, d.digest);
+            }
+        }
+        Some(Outcome::Reloaded { path, services }) => {
+            let _ = writeln!(
+                o,
+                "reloaded {path}: {services} services, generation {}",
+                r.generation
+            );
+        }
+    }
+    o
+}
+
+/// `stats` and `top`: workers, drops, then per service each backend's share
+/// of flows and packets, so a skew (S2) is visible at a glance.
+pub fn stats(s: &Stats) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:>6} {:>9} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8}",
+        "WORKER", "Mpps", "RX", "TX", "FLOWS", "HANDOFF", "DROPS", "GEN"
+    );
+    for w in &s.workers {
+        let _ = writeln!(
+            o,
+            "{:>6} {:>9.3} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8}",
+            w.worker,
+            w.rx_pps / 1e6,
+            si(w.rx_packets as f64),
+            si(w.tx_packets as f64),
+            w.flows_active,
+            si(w.handoffs_out as f64),
+            si(w.drops as f64),
+            w.generation
+        );
+    }
+    if !s.drops.is_empty() {
+        let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(o, "drops: {}", d.join(" "));
+    }
+    for svc in &s.services {
+        let flows: f64 = svc.endpoints.iter().map(|e| e.active_flows as f64).sum();
+        let pps: f64 = svc.endpoints.iter().map(|e| e.packets_per_s).sum();
+        let pkts: f64 = svc
+            .endpoints
+            .iter()
+            .map(|e| (e.packets_in + e.packets_out) as f64)
+            .sum();
+        let _ = writeln!(
+            o,
+            "\n{} {}/{}  flows {}  new/s {:.0}  packets {}",
+            svc.name,
+            svc.vip,
+            svc.protocol,
+            svc.active_flows,
+            svc.new_flows_per_s,
+            si(pkts)
+        );
+        let _ = writeln!(
+            o,
+            "  {:<22} {:<9} {:>3} {:>9} {:>6} {:>8} {:>9} {:>6} {:>10}",
+            "ENDPOINT", "STATE", "W", "FLOWS", "SHARE", "NEW/s", "PKT/s", "SHARE", "PACKETS"
+        );
+        for e in &svc.endpoints {
+            let p = (e.packets_in + e.packets_out) as f64;
+            let _ = writeln!(
+                o,
+                "  {:<22} {:<9} {:>3} {:>9} {} {:>8.0} {:>9} {} {:>10}",
+                e.endpoint.to_string(),
+                format!("{:?}", e.state).to_lowercase(),
+                e.weight,
+                e.active_flows,
+                pct(e.active_flows as f64, flows),
+                e.new_flows_per_s,
+                si(e.packets_per_s),
+                if s.interval_s > 0.0 {
+                    pct(e.packets_per_s, pps)
+                } else {
+                    pct(p, pkts)
+                },
+                si(p)
+            );
+        }
+    }
+    o
+}

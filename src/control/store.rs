@@ -1,0 +1,535 @@
+//! The operator's truth: topology, services by name, drain deadlines.
+//!
+//! Every change is staged on a copy, compiled into a generation (reusing the
+//! compiled services it does not touch), published, and committed only once
+//! every worker runs it; on any error nothing changes. Several changes queued
+//! together are applied in one generation (group commit), each answered on
+//! its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::config::{Config, ConfigError};
+use super::protocol::{ErrorBody, ErrorKind, Request};
+use super::{Dataplane, PublishError};
+use crate::maglev::{validate_table_size, MAX_BACKENDS};
+use crate::service::{
+    EndpointSpec, EndpointState, Generation, GenerationError, ServiceSpec, Topology,
+};
+
+/// Why a change was refused or did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no service named {0:?}; `services list` shows the names")]
+    UnknownService(String),
+    #[error("service {service:?} has no endpoint {endpoint}")]
+    UnknownEndpoint {
+        service: String,
+        endpoint: SocketAddrV4,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Build(#[from] GenerationError),
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Publish(#[from] PublishError),
+    #[error("{0} is not a change")]
+    NotAChange(&'static str),
+}
+
+impl StoreError {
+    /// The protocol error for this failure.
+    pub fn to_body(&self) -> ErrorBody {
+        let kind = match self {
+            StoreError::UnknownService(_) => ErrorKind::UnknownService,
+            StoreError::UnknownEndpoint { .. } => ErrorKind::UnknownEndpoint,
+            StoreError::Invalid(_) | StoreError::Build(_) | StoreError::NotAChange(_) => {
+                ErrorKind::Invalid
+            }
+            StoreError::Config(_) => ErrorKind::Config,
+            StoreError::Publish(_) => ErrorKind::Dataplane,
+        };
+        ErrorBody::new(kind, self.to_string())
+    }
+}
+
+fn invalid(msg: String) -> StoreError {
+    StoreError::Invalid(msg)
+}
+
+/// A change that took effect: the generation carrying it, and how long the
+/// workers took to run it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub generation: u64,
+    pub apply: Duration,
+}
+
+/// The configuration sluice runs, as the operator sees it.
+#[derive(Debug)]
+pub struct Store {
+    topology: Topology,
+    services: BTreeMap<String, Arc<ServiceSpec>>,
+    config_path: Option<PathBuf>,
+    /// Drain deadlines: when they pass, the endpoint is marked down (if it
+    /// is still draining under the same deadline).
+    drains: HashMap<(String, SocketAddrV4), Instant>,
+    publish_timeout: Duration,
+    /// Neighbors learnt by ARP (configured ones stay in `topology`).
+    learnt: Vec<(std::net::Ipv4Addr, crate::wire::MacAddr)>,
+}
+
+impl Store {
+    /// A store with these services (checked), not yet published.
+    pub fn new(topology: Topology, services: Vec<Arc<ServiceSpec>>) -> Result<Store, StoreError> {
+        let mut map = BTreeMap::new();
+        for s in services {
+            validate_spec(&s)?;
+            if map.insert(s.name.clone(), s.clone()).is_some() {
+                return Err(invalid(format!("service {:?} is defined twice", s.name)));
+            }
+        }
+        Ok(Store {
+            topology,
+            services: map,
+            config_path: None,
+            drains: HashMap::new(),
+            learnt: Vec::new(),
+            publish_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// A store from a configuration file's contents.
+    pub fn from_config(config: &Config, path: Option<PathBuf>) -> Result<Store, StoreError> {
+        let mut s = Store::new(config.topology()?, config.services()?)?;
+        s.config_path = path;
+        Ok(s)
+    }
+
+    /// How long a change may take to reach every worker.
+    pub fn set_publish_timeout(&mut self, t: Duration) {
+        self.publish_timeout = t;
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceSpec>> {
+        self.services.values()
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Arc<ServiceSpec>> {
+        self.services.get(name)
+    }
+
+    /// The topology in force: configured neighbors, then learnt ones for
+    /// addresses the configuration does not pin.
+    pub fn effective_topology(&self) -> Topology {
+        let mut t = self.topology.clone();
+        for &(ip, mac) in &self.learnt {
+            if !t.neighbors.iter().any(|(a, _)| *a == ip) {
+                t.neighbors.push((ip, mac));
+            }
+        }
+        t
+    }
+
+    /// Publishes a generation with these learnt neighbors (services and
+    /// Maglev tables shared with the running generation).
+    pub fn set_learnt_neighbors<B: Send + 'static>(
+        &mut self,
+        dp: &mut Dataplane<B>,
+        learnt: Vec<(std::net::Ipv4Addr, crate::wire::MacAddr)>,
+    ) -> Result<Applied, StoreError> {
+        let old = std::mem::replace(&mut self.learnt, learnt);
+        let number = dp.current().number + 1;
+        let g = match Generation::with_topology(dp.current(), number, &self.effective_topology()) {
+            Ok(g) => g,
+            Err(e) => {
+                self.learnt = old;
+                return Err(e.into());
+            }
+        };
+        let apply = dp.publish(g, self.publish_timeout)?;
+        Ok(Applied {
+            generation: number,
+            apply,
+        })
+    }
+
+    fn specs(map: &BTreeMap<String, Arc<ServiceSpec>>) -> Vec<Arc<ServiceSpec>> {
+        map.values().cloned().collect()
+    }
+
+    /// Publishes the store's services as a fresh generation (at start).
+    pub fn publish_all<B: Send + 'static>(
+        &mut self,
+        dp: &mut Dataplane<B>,
+    ) -> Result<Applied, StoreError> {
+        let number = dp.current().number + 1;
+        let g = Generation::build_shared(
+            number,
+            &self.effective_topology(),
+            &Self::specs(&self.services),
+        )?;
+        let apply = dp.publish(g, self.publish_timeout)?;
+        Ok(Applied {
+            generation: number,
+            apply,
+        })
+    }
+
+    /// Applies `reqs` (changes only) in one generation if they all compile
+    /// together, answering each; a refused request changes nothing and does
+    /// not hold back the others.
+    pub fn apply_batch<B: Send + 'static>(
+        &mut self,
+        dp: &mut Dataplane<B>,
+        reqs: &[&Request],
+        now: Instant,
+    ) -> Vec<Result<Applied, StoreError>> {
+        let mut staged = self.services.clone();
+        let mut drains = self.drains.clone();
+        let mut results: Vec<Option<Result<Applied, StoreError>>> = Vec::with_capacity(reqs.len());
+        let mut accepted = 0;
+        for r in reqs {
+            match stage(&mut staged, &mut drains, r, now) {
+                Ok(()) => {
+                    accepted += 1;
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if accepted == 0 {
+            return results.into_iter().flatten().collect();
+        }
+        match self.commit(dp, staged, drains) {
+            Ok(a) => results.into_iter().map(|r| r.unwrap_or(Ok(a))).collect(),
+            Err(StoreError::Build(_)) if accepted > 1 => {
+                // Some request compiles alone but not with the rest (or not
+                // at all): apply them one by one so each gets its own answer.
+                reqs.iter()
+                    .zip(results)
+                    .map(|(r, res)| match res {
+                        Some(e) => e,
+                        None => self.apply_one(dp, r, now),
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                let body = e.to_string();
+                let mut first = Some(e);
+                results
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| {
+                            Err(first
+                                .take()
+                                .unwrap_or_else(|| StoreError::Invalid(body.clone())))
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Applies one change in its own generation.
+    pub fn apply_one<B: Send + 'static>(
+        &mut self,
+        dp: &mut Dataplane<B>,
+        req: &Request,
+        now: Instant,
+    ) -> Result<Applied, StoreError> {
+        let mut staged = self.services.clone();
+        let mut drains = self.drains.clone();
+        stage(&mut staged, &mut drains, req, now)?;
+        self.commit(dp, staged, drains)
+    }
+
+    fn commit<B: Send + 'static>(
+        &mut self,
+        dp: &mut Dataplane<B>,
+        staged: BTreeMap<String, Arc<ServiceSpec>>,
+        drains: HashMap<(String, SocketAddrV4), Instant>,
+    ) -> Result<Applied, StoreError> {
+        let number = dp.current().number + 1;
+        let g = Generation::rebuild(dp.current(), number, &Self::specs(&staged))?;
+        let result = dp.publish(g, self.publish_timeout);
+        // Once sent, a generation takes effect when the lagging worker
+        // catches up: the store must describe it even if the wait timed out.
+        if dp.current().number == number {
+            self.services = staged;
+            self.drains = drains;
+        }
+        let apply = result?;
+        Ok(Applied {
+            generation: number,
+            apply,
+        })
+    }
+
+    /// Rereads the configuration file (`path`, or the one sluice started
+    /// with) and runs it; on any error the running configuration stays.
+    pub fn reload<B: Send + 'static>(
+        &mut self,
+        dp: &mut Dataplane<B>,
+        path: Option<&str>,
+    ) -> Result<(Applied, PathBuf, usize), StoreError> {
+        let path = match path {
+            Some(p) => PathBuf::from(p),
+            None => self.config_path.clone().ok_or_else(|| {
+                invalid("sluice was not started from a file; give the path to reload".into())
+            })?,
+        };
+        let config = Config::load(&path)?;
+        let mut next = Store::from_config(&config, Some(path.clone()))?;
+        next.publish_timeout = self.publish_timeout;
+        // What ARP learnt stays true across a reload.
+        next.learnt = self.learnt.clone();
+        let number = dp.current().number + 1;
+        let g = Generation::build_shared(
+            number,
+            &next.effective_topology(),
+            &Self::specs(&next.services),
+        )?;
+        let result = dp.publish(g, self.publish_timeout);
+        if dp.current().number == number {
+            let n = next.services.len();
+            *self = next;
+            let apply = result?;
+            return Ok((
+                Applied {
+                    generation: number,
+                    apply,
+                },
+                path,
+                n,
+            ));
+        }
+        Err(result.err().map_or_else(
+            || invalid("generation not published".into()),
+            StoreError::Publish,
+        ))
+    }
+
+    /// The earliest pending drain deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.drains.values().min().copied()
+    }
+
+    /// Changes that drain deadlines due by `now` call for: marking the
+    /// endpoints down (their remaining flows then get RSTs).
+    pub fn due_drains(&mut self, now: Instant) -> Vec<Request> {
+        let due: Vec<(String, SocketAddrV4)> = self
+            .drains
+            .iter()
+            .filter(|(_, &t)| t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in due {
+            self.drains.remove(&key);
+            let (service, endpoint) = key;
+            let still_draining = self.services.get(&service).is_some_and(|s| {
+                s.endpoints
+                    .iter()
+                    .any(|e| same(e, endpoint) && e.state == EndpointState::Draining)
+            });
+            if still_draining {
+                out.push(Request::EndpointDown { service, endpoint });
+            }
+        }
+        out
+    }
+}
+
+fn same(e: &EndpointSpec, a: SocketAddrV4) -> bool {
+    e.addr == *a.ip() && e.port == a.port()
+}
+
+/// Checks what `Generation::build` would refuse late or with a less
+/// helpful message.
+fn validate_spec(s: &ServiceSpec) -> Result<(), StoreError> {
+    let name = &s.name;
+    if name.is_empty()
+        || name.len() > 128
+        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(invalid(format!(
+            "service name {name:?}: must be 1-128 characters without spaces"
+        )));
+    }
+    if s.port == 0 {
+        return Err(invalid(format!("service {name:?}: port must be 1-65535")));
+    }
+    validate_table_size(s.table_size).map_err(|e| {
+        invalid(format!(
+            "service {name:?}: table_size: {e}; use a prime such as 65537 (the default), 16381 or 251"
+        ))
+    })?;
+    validate_endpoints(name, s.table_size, &s.endpoints)
+}
+
+fn validate_endpoints(name: &str, table_size: u32, eps: &[EndpointSpec]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(eps.len());
+    let mut weighted = 0usize;
+    for e in eps {
+        if e.port == 0 {
+            return Err(invalid(format!(
+                "service {name:?}: endpoint {}:0: port must be 1-65535",
+                e.addr
+            )));
+        }
+        if !seen.insert((e.addr, e.port)) {
+            return Err(invalid(format!(
+                "service {name:?}: endpoint {}:{} is listed twice",
+                e.addr, e.port
+            )));
+        }
+        if e.weight > 0 && e.state.carries_flows() {
+            weighted += 1;
+        }
+    }
+    if eps.len() > MAX_BACKENDS || weighted > table_size as usize {
+        return Err(invalid(format!(
+            "service {name:?}: {} endpoints is more than its table of {table_size} slots can spread; use a larger table_size",
+            eps.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Applies one change to the staged services, or says why not (leaving
+/// them as they were).
+fn stage(
+    staged: &mut BTreeMap<String, Arc<ServiceSpec>>,
+    drains: &mut HashMap<(String, SocketAddrV4), Instant>,
+    req: &Request,
+    now: Instant,
+) -> Result<(), StoreError> {
+    let find = |staged: &BTreeMap<String, Arc<ServiceSpec>>, name: &str| {
+        staged
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownService(name.to_string()))
+    };
+    // Edits one endpoint of a copy of the service's spec.
+    let edit = |staged: &mut BTreeMap<String, Arc<ServiceSpec>>,
+                service: &str,
+                endpoint: SocketAddrV4,
+                f: &dyn Fn(&mut EndpointSpec)|
+     -> Result<(), StoreError> {
+        let mut spec = (*find(staged, service)?).clone();
+        let e = spec
+            .endpoints
+            .iter_mut()
+            .find(|e| same(e, endpoint))
+            .ok_or_else(|| StoreError::UnknownEndpoint {
+                service: service.to_string(),
+                endpoint,
+            })?;
+        f(e);
+        validate_endpoints(&spec.name, spec.table_size, &spec.endpoints)?;
+        staged.insert(spec.name.clone(), Arc::new(spec));
+        Ok(())
+    };
+    match req {
+        Request::ServiceAdd { service } => {
+            validate_spec(service)?;
+            if staged.contains_key(&service.name) {
+                return Err(invalid(format!(
+                    "service {:?} already exists; remove it first or change its endpoints",
+                    service.name
+                )));
+            }
+            let key = service.key();
+            if let Some(other) = staged.values().find(|s| s.key() == key) {
+                return Err(invalid(format!(
+                    "service {:?}: {}:{}/{} is already used by service {:?}",
+                    service.name, service.vip, service.port, service.protocol, other.name
+                )));
+            }
+            staged.insert(service.name.clone(), Arc::new(service.clone()));
+        }
+        Request::ServiceRemove { name } => {
+            find(staged, name)?;
+            staged.remove(name);
+        }
+        Request::EndpointsSet { service, endpoints } => {
+            let mut spec = (*find(staged, service)?).clone();
+            validate_endpoints(service, spec.table_size, endpoints)?;
+            spec.endpoints = endpoints.clone();
+            staged.insert(service.clone(), Arc::new(spec));
+        }
+        Request::EndpointAdd { service, endpoint } => {
+            let mut spec = (*find(staged, service)?).clone();
+            spec.endpoints.push(*endpoint);
+            validate_endpoints(service, spec.table_size, &spec.endpoints)?;
+            staged.insert(service.clone(), Arc::new(spec));
+        }
+        Request::EndpointRemove { service, endpoint } => {
+            let mut spec = (*find(staged, service)?).clone();
+            let before = spec.endpoints.len();
+            spec.endpoints.retain(|e| !same(e, *endpoint));
+            if spec.endpoints.len() == before {
+                return Err(StoreError::UnknownEndpoint {
+                    service: service.clone(),
+                    endpoint: *endpoint,
+                });
+            }
+            staged.insert(service.clone(), Arc::new(spec));
+        }
+        Request::EndpointDrain {
+            service,
+            endpoint,
+            deadline_ms,
+        } => {
+            edit(staged, service, *endpoint, &|e| {
+                e.state = EndpointState::Draining
+            })?;
+            let key = (service.clone(), *endpoint);
+            match deadline_ms {
+                Some(ms) => {
+                    drains.insert(key, now + Duration::from_millis(*ms));
+                }
+                None => {
+                    drains.remove(&key);
+                }
+            }
+        }
+        Request::EndpointWeight {
+            service,
+            endpoint,
+            weight,
+        } => edit(staged, service, *endpoint, &|e| e.weight = *weight)?,
+        Request::EndpointDown { service, endpoint } => {
+            edit(staged, service, *endpoint, &|e| {
+                e.state = EndpointState::Down
+            })?;
+            drains.remove(&(service.clone(), *endpoint));
+        }
+        Request::EndpointUp { service, endpoint } => {
+            edit(staged, service, *endpoint, &|e| {
+                e.state = EndpointState::Active
+            })?;
+            drains.remove(&(service.clone(), *endpoint));
+        }
+        Request::ServicesList
+        | Request::Stats
+        | Request::FlowsCount
+        | Request::FlowsLookup { .. }
+        | Request::FlowsDump { .. }
+        | Request::Explain { .. }
+        | Request::Digest { .. }
+        | Request::Reload { .. }
+        | Request::Generation => return Err(StoreError::NotAChange("a query")),
+    }
+    Ok(())
+}
