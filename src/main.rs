@@ -465,7 +465,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Run { config } => match sluice::run::run(&config) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {}: {e}", config.display());
+                // Config errors already name the file.
+                eprintln!("error: {e}");
                 std::process::ExitCode::FAILURE
             }
         },

@@ -83,9 +83,6 @@ pub fn run(path: &Path) -> Result<(), RunError> {
                         .collect()
                 })
                 .collect();
-            for i in config.interface.iter_mut() {
-                i.mac.get_or_insert(MacAddr([0x02, 0, 0, 0, 0, 0x01]));
-            }
             serve(&config, path, ports, &stop)
         }
     }
