@@ -139,44 +139,43 @@ pub fn reverse_dnat(
     set_l2(frame, src_mac, dst_mac);
 }
 
-/// An ICMP error addressed to a VIP (e.g. "fragmentation needed" about a
-/// packet the VIP sent) steered to the backend that owns the flow: the outer
-/// destination and the embedded source become the backend's.
-pub fn icmp_error_to_backend(
-    frame: &mut [u8],
-    o: Offsets,
-    backend: Ipv4Addr,
-    backend_port: u16,
-    src_mac: MacAddr,
-    dst_mac: MacAddr,
-) -> bool {
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
-    ip.rewrite_dst_addr(backend);
-    ip.decrement_ttl();
-    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4()..o.end()]);
-    if icmp.rewrite_embedded_src(backend, backend_port).is_err() {
-        return false;
-    }
-    set_l2(frame, src_mac, dst_mac);
-    true
+/// Which side of an ICMP error sluice rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcmpSteer {
+    /// An error addressed to a VIP (e.g. "fragmentation needed" about a
+    /// packet the VIP sent) goes to the backend that owns the flow: the
+    /// outer destination and the embedded source become the backend's.
+    ToBackend,
+    /// An error from a backend about a client's packet goes on to the client
+    /// as if from the VIP: the outer source and the embedded destination
+    /// become the VIP's.
+    FromBackend,
 }
 
-/// An ICMP error from a backend about a client's packet, sent on to the
-/// client as if from the VIP: outer source and embedded destination become
-/// the VIP's.
-pub fn icmp_error_from_backend(
+/// Rewrites an ICMP error for `steer` to `addr:port` (checksums of the
+/// outer header, the embedded header and the ICMP message patched), and the
+/// Ethernet addresses. `false` if the embedded packet cannot be rewritten.
+pub fn steer_icmp_error(
     frame: &mut [u8],
     o: Offsets,
-    vip: Ipv4Addr,
-    vip_port: u16,
+    steer: IcmpSteer,
+    addr: Ipv4Addr,
+    port: u16,
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) -> bool {
     let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
-    ip.rewrite_src_addr(vip);
+    match steer {
+        IcmpSteer::ToBackend => ip.rewrite_dst_addr(addr),
+        IcmpSteer::FromBackend => ip.rewrite_src_addr(addr),
+    }
     ip.decrement_ttl();
     let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4()..o.end()]);
-    if icmp.rewrite_embedded_dst(vip, vip_port).is_err() {
+    let rewritten = match steer {
+        IcmpSteer::ToBackend => icmp.rewrite_embedded_src(addr, port),
+        IcmpSteer::FromBackend => icmp.rewrite_embedded_dst(addr, port),
+    };
+    if rewritten.is_err() {
         return false;
     }
     set_l2(frame, src_mac, dst_mac);

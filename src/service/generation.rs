@@ -262,6 +262,20 @@ pub struct Generation {
     routes: RouteTable,
 }
 
+/// The data path's view of the interfaces, and the route table over them.
+fn compile_links(topo: &Topology) -> Result<(Vec<LinkRt>, RouteTable), GenerationError> {
+    let routes = RouteTable::compile(topo)?;
+    let links = topo
+        .links
+        .iter()
+        .map(|l| LinkRt {
+            mac: l.mac,
+            addr: u32::from(l.addr),
+        })
+        .collect();
+    Ok((links, routes))
+}
+
 /// Rebuilds compact everything once holes outnumber live endpoints by this
 /// much (and by the live count).
 const COMPACT_SLACK: usize = 4096;
@@ -298,15 +312,7 @@ impl Generation {
         topo: &Topology,
         specs: &[Arc<ServiceSpec>],
     ) -> Result<Generation, GenerationError> {
-        let routes = RouteTable::compile(topo)?;
-        let links = topo
-            .links
-            .iter()
-            .map(|l| LinkRt {
-                mac: l.mac,
-                addr: u32::from(l.addr),
-            })
-            .collect();
+        let (links, routes) = compile_links(topo)?;
         let mut g = Generation {
             number,
             links,
@@ -620,15 +626,7 @@ impl Generation {
         number: u64,
         topo: &Topology,
     ) -> Result<Generation, GenerationError> {
-        let routes = RouteTable::compile(topo)?;
-        let links = topo
-            .links
-            .iter()
-            .map(|l| LinkRt {
-                mac: l.mac,
-                addr: u32::from(l.addr),
-            })
-            .collect();
+        let (links, routes) = compile_links(topo)?;
         let mut endpoints = prev.endpoints.clone();
         for e in endpoints.iter_mut().filter(|e| e.port != 0) {
             e.egress = routes.resolve(e.addr).ok();

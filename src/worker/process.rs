@@ -9,7 +9,7 @@ use super::Counters;
 use super::Worker;
 use crate::flow::{tcp_flags, Direction, FlowEntry, FlowId, FlowKey, FlowState, FlowTable, Tick};
 use crate::hash::owner_worker;
-use crate::nat::{self, Offsets};
+use crate::nat::{self, IcmpSteer, Offsets};
 use crate::port::Port;
 use crate::service::{EndpointRt, EndpointState, Generation, VipKey};
 use crate::wire::arp::ArpPacket;
@@ -176,6 +176,18 @@ pub(crate) struct Lookup {
 }
 
 impl Parsed {
+    /// The flow key of a backend->client packet of the service `vip`.
+    #[inline(always)]
+    pub(crate) fn reply_key(&self, vip: &VipKey) -> FlowKey {
+        FlowKey {
+            client_addr: self.dst,
+            vip_addr: vip.addr,
+            client_port: self.dport,
+            vip_port: vip.port,
+            proto: self.o.proto,
+        }
+    }
+
     /// The flow key of a client->VIP packet.
     #[inline(always)]
     pub(crate) fn forward_key(&self) -> FlowKey {
@@ -268,33 +280,14 @@ impl<P: Port> Worker<P> {
                         } else {
                             e.state.next_udp(Direction::Original)
                         };
-                        ep
+                        Some(ep)
                     }
                     Pinned::Reschedule => {
                         self.counters.flows_rescheduled += 1;
                         forget(g, &mut self.ep, &key, &e);
                         self.flows.remove(id);
                         self.mutations += 1;
-                        match new_flow(
-                            FlowCtx {
-                                flows: &mut self.flows,
-                                counters: &mut self.counters,
-                                mutations: &mut self.mutations,
-                                ep: &mut self.ep,
-                            },
-                            g,
-                            svc,
-                            key,
-                            hash,
-                            p,
-                            now,
-                            syn,
-                        ) {
-                            Some(ep) => ep,
-                            None => {
-                                return no_backend(&mut self.counters, self.rx_port, frame, p, tcp)
-                            }
-                        }
+                        None
                     }
                     Pinned::Gone => {
                         forget(g, &mut self.ep, &key, &e);
@@ -304,24 +297,23 @@ impl<P: Port> Worker<P> {
                     }
                 }
             }
-            None => match new_flow(
-                FlowCtx {
+            None => None,
+        };
+        // No entry, or one just dropped (S3): a new flow.
+        let ep_idx = match ep_idx {
+            Some(ep) => ep,
+            None => {
+                let ctx = FlowCtx {
                     flows: &mut self.flows,
                     counters: &mut self.counters,
                     mutations: &mut self.mutations,
                     ep: &mut self.ep,
-                },
-                g,
-                svc,
-                key,
-                hash,
-                p,
-                now,
-                syn,
-            ) {
-                Some(ep) => ep,
-                None => return no_backend(&mut self.counters, self.rx_port, frame, p, tcp),
-            },
+                };
+                match new_flow(ctx, g, svc, key, hash, p, now, syn) {
+                    Some(ep) => ep,
+                    None => return no_backend(&mut self.counters, self.rx_port, frame, p, tcp),
+                }
+            }
         };
         let ep = g.endpoint(ep_idx);
         if p.ttl <= 1 {
@@ -354,14 +346,7 @@ impl<P: Port> Worker<P> {
         let refs = g.backend_refs(&backend);
         let mut found = None;
         for r in refs {
-            let s = g.service(r.service);
-            let key = FlowKey {
-                client_addr: p.dst,
-                vip_addr: s.key.addr,
-                client_port: p.dport,
-                vip_port: s.key.port,
-                proto: p.o.proto,
-            };
+            let key = p.reply_key(&g.service(r.service).key);
             let h = self.flows.hash(&key);
             if let Some(id) = self.flows.lookup(&key, h) {
                 let e = self.flows.entry(id);
@@ -378,13 +363,7 @@ impl<P: Port> Worker<P> {
                 .iter()
                 .find(|r| {
                     let s = g.service(r.service);
-                    let key = FlowKey {
-                        client_addr: p.dst,
-                        vip_addr: s.key.addr,
-                        client_port: p.dport,
-                        vip_port: s.key.port,
-                        proto: p.o.proto,
-                    };
+                    let key = p.reply_key(&s.key);
                     g.choose_existing(r.service, key.hash_v1(s.seed)) == Some(r.endpoint)
                 })
                 .or(if refs.len() == 1 { refs.first() } else { None })
@@ -545,11 +524,20 @@ impl<P: Port> Worker<P> {
         let Some(link) = g.link(port) else {
             return (Verdict::Drop(DropReason::NoRoute), None);
         };
-        let ok = if to_backend {
-            nat::icmp_error_to_backend(frame, p.o, Ipv4Addr::from(addr), port16, link.mac, mac)
+        let steer = if to_backend {
+            IcmpSteer::ToBackend
         } else {
-            nat::icmp_error_from_backend(frame, p.o, Ipv4Addr::from(addr), port16, link.mac, mac)
+            IcmpSteer::FromBackend
         };
+        let ok = nat::steer_icmp_error(
+            frame,
+            p.o,
+            steer,
+            Ipv4Addr::from(addr),
+            port16,
+            link.mac,
+            mac,
+        );
         if !ok {
             return (Verdict::Drop(DropReason::IcmpUnhandled), None);
         }
