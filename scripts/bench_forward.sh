@@ -3,7 +3,8 @@
 # veth pairs, in one run. Run as root:
 #
 #   scripts/bench_forward.sh [-r ROUNDS] [-d SECONDS] [--no-xdp] [--syn]
-#                            [--no-ceiling] [--dut-cpu N] [--no-build] [--out DIR]
+#                            [--no-ceiling] [--dut-cpu N] [--nice N] [--no-build]
+#                            [--out DIR]
 #
 #   gen (trafgen) g0 ==veth== l0 [ lb: device under test ] l1 ==veth== s0 sink
 #
@@ -29,7 +30,9 @@
 # CPU placement (2-core machines): trafgen and the kernel's receive path of l0
 # (the copy into the DUT's ring) run on CPU 0; the DUT's polling thread runs
 # on --dut-cpu (default 1), its main/control thread on the other core. Both
-# DUTs get identical placement, vdev arguments and mbuf budgets.
+# DUTs get identical placement, vdev arguments and mbuf budgets. On a machine
+# that also runs other jobs, --nice -10 lets generator and DUT win the CPU
+# from them (both DUTs alike); the summary shows how much CPU the DUT got.
 #
 # Output: a results directory (default /tmp/sluice-fwdbench-<time>) with
 # raw.jsonl (one record per measured window), DUT logs and the summary table
@@ -50,8 +53,9 @@ SYN=0
 CEILING=1
 BUILD=1
 DUT_CPU=1
+NICE=0
 OUT=
-usage() { sed -n '2,38p' "$0"; }
+usage() { sed -n '2,42p' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -r|--reps) REPS=${2:?}; shift ;;
@@ -61,6 +65,7 @@ while [ $# -gt 0 ]; do
     --syn) SYN=1 ;;
     --no-ceiling) CEILING=0 ;;
     --dut-cpu) DUT_CPU=${2:?}; shift ;;
+    --nice) NICE=${2:?}; shift ;;
     --no-build) BUILD=0 ;;
     --out) OUT=${2:?}; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -248,7 +253,7 @@ measure() {
   local dut=$1 rep=$2 traffic=$3 c0 c1 s0 s1 t0 t1 d0 d1 alive=1
   # setsid: trafgen 0.6.8 signals its whole process group on SIGINT.
   # --no-sock-mem: otherwise it rewrites global socket-memory sysctls.
-  setsid ip netns exec "$NS_GEN" trafgen --no-sock-mem -Q -C -P 1 -o g0 \
+  setsid ip netns exec "$NS_GEN" nice -n "$NICE" trafgen --no-sock-mem -Q -C -P 1 -o g0 \
     -c "$ROOT/scripts/trafgen/$traffic.cfg" </dev/null >"$OUT/trafgen.log" 2>&1 &
   GEN_PID=$!
   sleep "$WARM"
@@ -292,7 +297,7 @@ testpmd() {
   echo "== $name: dpdk-testpmd io forwarding, net_${kind} vdevs, poller on CPU $DUT_CPU"
   # lcore 0 = main (stats printer, sleeps), lcore 1 = the forwarding poller.
   # --stats-period keeps testpmd running without a terminal on stdin.
-  setsid ip netns exec "$NS_LB" dpdk-testpmd --lcores "0@$MAIN_CPU,1@$DUT_CPU" --main-lcore 0 \
+  setsid ip netns exec "$NS_LB" nice -n "$NICE" dpdk-testpmd --lcores "0@$MAIN_CPU,1@$DUT_CPU" --main-lcore 0 \
     --no-huge -m 1024 --no-pci --file-prefix "$P-$name" \
     --vdev="net_${kind}0,iface=l0,$args" --vdev="net_${kind}1,iface=l1,$args" \
     -- --forward-mode=io --auto-start --stats-period 5 --nb-cores=1 --rxq=1 --txq=1 \
@@ -384,7 +389,7 @@ sluice() {
   sluice_config "$backend" "$if0" "$if1" "$eal" "$sock" >"$conf"
   rm -f "$sock"
   # The process starts on MAIN_CPU (control thread); the worker pins itself.
-  setsid ip netns exec "$NS_LB" taskset -c "$MAIN_CPU" env RUST_LOG="${RUST_LOG:-info}" \
+  setsid ip netns exec "$NS_LB" nice -n "$NICE" taskset -c "$MAIN_CPU" env RUST_LOG="${RUST_LOG:-info}" \
     "$BIN" run --config "$conf" </dev/null >"$log" 2>&1 &
   DUT_PID=$!
   for _ in $(seq 1 300); do
@@ -425,8 +430,8 @@ topo_up
 WMEM_ORIG=$(sysctl -n net.core.wmem_default)
 sysctl -qw net.core.wmem_default=4194304
 {
-  printf '{"kind": "run", "date": "%s", "reps": %s, "duration": %s, "warmup": %s, "gen_cpu": %s, "dut_cpu": %s, ' \
-    "$(date -Is)" "$REPS" "$DUR" "$WARM" "$GEN_CPU" "$DUT_CPU"
+  printf '{"kind": "run", "date": "%s", "reps": %s, "duration": %s, "warmup": %s, "gen_cpu": %s, "dut_cpu": %s, "nice": %s, ' \
+    "$(date -Is)" "$REPS" "$DUR" "$WARM" "$GEN_CPU" "$DUT_CPU" "$NICE"
   printf '"kernel": "%s", "cpu": "%s", "ncpu": %s, "sluice": "%s", "command": "%s"}\n' \
     "$(uname -r)" "$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" "$NCPU" \
     "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)" "$COMMAND_LINE"

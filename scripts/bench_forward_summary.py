@@ -109,9 +109,11 @@ def summary(path):
             failed.append(rec)
 
     if run:
-        print("run %s: %s windows of %s s (after %s s warm-up); generator on CPU %s, DUT poller on CPU %s; %s, %s CPUs, kernel %s; sluice %s"
+        print("run %s: %s rounds, windows of %s s (after %s s warm-up); generator on CPU %s, DUT poller on CPU %s,"
+              " nice %s; %s, %s CPUs, kernel %s; sluice %s"
               % (run["date"], run["reps"], run["duration"], run["warmup"], run["gen_cpu"], run["dut_cpu"],
-                 run["cpu"], run["ncpu"], run["kernel"], run["sluice"]))
+                 run.get("nice", 0), run["cpu"], run["ncpu"], run["kernel"], run["sluice"]))
+        print("command: %s" % run["command"])
         print()
     hdr = "%-12s %-6s %2s %8s %8s %8s %6s  %-16s %-16s %5s %8s %5s" % (
         "DUT", "frames", "n", "min", "median", "max", "spread", "gen core b/si %", "DUT core b/sys %",
