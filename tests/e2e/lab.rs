@@ -114,12 +114,7 @@ impl Lab {
             children: Vec::new(),
         };
         let out = Command::new(script("netlab.sh"))
-            .args([
-                "up",
-                &lab.id,
-                &backends.to_string(),
-                &clients.to_string(),
-            ])
+            .args(["up", &lab.id, &backends.to_string(), &clients.to_string()])
             .output()
             .expect("run netlab.sh");
         assert!(
@@ -191,7 +186,12 @@ impl Lab {
             }
         );
         let (if0, if1, mac0, mac1) = match self.backend {
-            Backend::AfPacket => ("l0".to_string(), "l1".to_string(), String::new(), String::new()),
+            Backend::AfPacket => (
+                "l0".to_string(),
+                "l1".to_string(),
+                String::new(),
+                String::new(),
+            ),
             Backend::Dpdk => {
                 let _ = writeln!(
                     c,
