@@ -2,9 +2,9 @@
 """Raw frames for the lab: malformed input for sluice, forged TCP segments,
 and a sniffer to see what reaches a namespace.
 
-    lab_raw.py malformed IFACE DST_MAC SRC_IP VIP VPORT ROUNDS
-        Sends ROUNDS of each bad frame kind out of IFACE (AF_PACKET) to
-        DST_MAC; prints {"sent": {kind: n}}.
+    lab_raw.py malformed IFACE DST_MAC SRC_IP VIP VPORT ROUNDS [KIND...]
+        Sends ROUNDS of each bad frame kind (or only the KINDs named) out of
+        IFACE (AF_PACKET) to DST_MAC; prints {"sent": {kind: n}}.
     lab_raw.py tcp SRC SPORT DST DPORT FLAGS [COUNT]
         Sends a TCP segment (FLAGS like "A", "SA", "PA") through the
         namespace's routing with a raw IP socket; prints {"sent": n}.
@@ -61,7 +61,7 @@ def ipv4(src, dst, payload, proto=6, ttl=64, frag=0, ihl=5, total=None):
     return h + payload
 
 
-def malformed(iface, dst_mac, src_ip, vip, vport, rounds):
+def malformed(iface, dst_mac, src_ip, vip, vport, rounds, only):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
     src_mac = s.getsockname()[4]
@@ -82,9 +82,14 @@ def malformed(iface, dst_mac, src_ip, vip, vport, rounds):
         "tcp_bad_offset": lambda: eth(0x0800) + ipv4(src_ip, vip, good_tcp()[:12] + b"\x20" + good_tcp()[13:]),
         "ipv6": lambda: eth(0x86DD) + bytes(40),
     }
+    unknown = set(only) - set(kinds)
+    if unknown:
+        sys.exit(f"unknown kinds {sorted(unknown)}; known: {sorted(kinds)}")
     sent = {}
     for _ in range(rounds):
         for k, make in kinds.items():
+            if only and k not in only:
+                continue
             s.send(make())
             sent[k] = sent.get(k, 0) + 1
         time.sleep(0.002)
@@ -153,8 +158,8 @@ def main():
     if not a:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    if a[0] == "malformed" and len(a) == 7:
-        malformed(a[1], a[2], a[3], a[4], int(a[5]), int(a[6]))
+    if a[0] == "malformed" and len(a) >= 7:
+        malformed(a[1], a[2], a[3], a[4], int(a[5]), int(a[6]), a[7:])
     elif a[0] == "tcp" and len(a) in (6, 7):
         send_tcp(a[1], int(a[2]), a[3], int(a[4]), a[5], int(a[6]) if len(a) == 7 else 1)
     elif a[0] == "arp" and len(a) == 4:

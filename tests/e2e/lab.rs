@@ -430,6 +430,10 @@ impl Drop for Lab {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if self.backend == Backend::Dpdk {
+            // EAL's runtime directory, named by the --file-prefix we gave it.
+            let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.id));
+        }
     }
 }
 
