@@ -1,0 +1,632 @@
+//! End-to-end scenarios with real kernel TCP peers: clients and HTTP
+//! backends in network namespaces, the `sluice` binary in between, steered
+//! through `sluice ctl`. Each test builds its own lab (unique namespace
+//! names) and tears it down on drop, panics included. Needs root, `ip` and
+//! `python3`; skipped with a message otherwise. The labs run one at a time
+//! (sluice's workers poll, and the machine may have two cores).
+//!
+//! The scenarios are those of SCENARIOS.md: S1 (spread of sequential
+//! connections), S3 (rolling replacement with reused source ports), S4a
+//! (restart keeps connections), S4b (removed backend: RST, not a hang),
+//! plus malformed input, forged backend replies and ARP.
+
+#[macro_use]
+#[path = "e2e/lab.rs"]
+mod lab;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use lab::{drops, worker_sum, Backend, Lab, Lines, VIP, VIP_PORT};
+use serde_json::Value;
+
+/// Requests served per backend name, from a lab_client/lab_stream result.
+fn tally(r: &Value) -> BTreeMap<String, u64> {
+    r["backends"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn http_through_vip(backend: Backend) {
+    let mut lab = Lab::up(3, 1, backend);
+    lab.write_config(&[(1, 1), (2, 1), (3, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let r = lab.http(1, 300);
+    assert_eq!(r["errors"], 0, "failed requests through the VIP: {r}");
+    assert_eq!(r["ok"], 300, "{r}");
+    let t = tally(&r);
+    for b in ["b1", "b2", "b3"] {
+        assert!(
+            t.get(b).copied().unwrap_or(0) > 0,
+            "{b} served nothing: {r}"
+        );
+    }
+    let s = lab.stats();
+    assert!(
+        worker_sum(&s, "forwarded") > 0 && worker_sum(&s, "replies") > 0,
+        "{s}"
+    );
+}
+
+/// 300 requests on fresh connections through the VIP over the AF_PACKET
+/// port: none fails and every backend serves some.
+#[test]
+fn http_through_vip_afpacket() {
+    let _serial = lab_or_skip!();
+    http_through_vip(Backend::AfPacket);
+}
+
+/// The same over the DPDK port on net_af_packet virtual devices.
+#[cfg(feature = "dpdk")]
+#[test]
+fn http_through_vip_dpdk() {
+    let _serial = lab_or_skip!();
+    http_through_vip(Backend::Dpdk);
+}
+
+/// Asserts each backend's share of `r`'s requests is within 5 percentage
+/// points of its weight's share.
+fn assert_shares(r: &Value, weights: &[(usize, u32)]) {
+    let t = tally(r);
+    let total: u64 = t.values().sum();
+    let wsum: u32 = weights.iter().map(|w| w.1).sum();
+    for &(i, w) in weights {
+        let got = t.get(&format!("b{i}")).copied().unwrap_or(0) as f64 / total as f64;
+        let want = f64::from(w) / f64::from(wsum);
+        assert!(
+            (got - want).abs() <= 0.05,
+            "b{i}: share {:.1}% but weight share {:.1}% (±5 points): {r}",
+            got * 100.0,
+            want * 100.0
+        );
+    }
+    let known: Vec<String> = weights.iter().map(|w| format!("b{}", w.0)).collect();
+    for b in t.keys() {
+        assert!(known.contains(b), "{b} is not an endpoint but served: {r}");
+    }
+}
+
+/// S1: one client, 2000 strictly sequential short connections, spread over
+/// 2 equal backends and then (after `ctl endpoints set`) 5 backends of
+/// weights 1,1,2,2,4, each within ±5 points of its weight share.
+#[test]
+fn s1_sequential_connections_spread_by_weight_real_tcp() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(5, 1, Backend::AfPacket);
+    let two = [(1, 1), (2, 1)];
+    lab.write_config(&two);
+    lab.start_sluice();
+    lab.wait_ready();
+    let r = lab.http(1, 2000);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_shares(&r, &two);
+
+    let five = [(1, 1), (2, 1), (3, 2), (4, 2), (5, 4)];
+    let specs: Vec<String> = five
+        .iter()
+        .map(|&(i, w)| format!("{}:{}={w}", Lab::backend_addr(i), lab::BACKEND_PORT))
+        .collect();
+    let mut args = vec!["endpoints", "set", "web"];
+    args.extend(specs.iter().map(String::as_str));
+    lab.ctl(&args);
+    let r = lab.http(1, 2000);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_shares(&r, &five);
+}
+
+/// Malformed frames sent at sluice's client-side MAC while HTTP traffic
+/// flows: the requests all succeed and every bad frame is counted under
+/// its drop reason.
+#[test]
+fn malformed_frames_are_counted_while_traffic_flows() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(2, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let before = lab.stats();
+    let (client, out) = lab.py_spawn("c1", "lab_client.py", &[VIP, &VIP_PORT.to_string(), "400"]);
+    let rounds = 50u64;
+    let sent = lab.py(
+        "c1",
+        "lab_raw.py",
+        &[
+            "malformed",
+            "c0",
+            lab::SLUICE_CLIENT_MAC,
+            &Lab::client_addr(1),
+            VIP,
+            &VIP_PORT.to_string(),
+            &rounds.to_string(),
+        ],
+    );
+    assert!(
+        lab.wait_child(client, Duration::from_secs(30)),
+        "lab_client did not finish"
+    );
+    let r = Lines::new(out)
+        .next(Duration::from_secs(1))
+        .expect("lab_client's result");
+    assert_eq!(
+        r["errors"], 0,
+        "requests failed while malformed frames flowed: {r}"
+    );
+    assert_eq!(r["ok"], 400, "{r}");
+    // Counters are published once per burst; give the last burst a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    let after = lab.stats();
+    let delta = |reason: &str| drops(&after, reason) - drops(&before, reason);
+    let n = |kind: &str| sent["sent"][kind].as_u64().unwrap_or(0);
+    assert_eq!(n("ttl_1"), rounds, "{sent}");
+    // A frame announcing a VLAN tag but cut short never reaches sluice:
+    // Linux frees it in skb_vlan_untag() before any AF_PACKET tap, so
+    // malformed_ethernet cannot move here (sent anyway: it must not crash or
+    // count elsewhere). tests/malformed.rs covers that reason in memory.
+    let expect = [
+        ("malformed_ethernet", 0),
+        (
+            "malformed_ipv4",
+            n("bad_ihl") + n("bad_version") + n("bogus_total_length") + n("truncated_ipv4"),
+        ),
+        ("fragment", n("fragment_first") + n("fragment_later")),
+        ("ttl_expired", n("ttl_1")),
+        ("malformed_arp", n("arp_short") + n("arp_wrong_hw")),
+        ("malformed_l4", n("tcp_bad_offset")),
+        ("unsupported_ethertype", n("ipv6")),
+    ];
+    eprintln!(
+        "malformed: flows_created moved by {} for 400 connections and {} TTL-1 SYNs",
+        worker_sum(&after, "flows_created") - worker_sum(&before, "flows_created"),
+        n("ttl_1")
+    );
+    let got: Vec<(&str, u64)> = expect.iter().map(|&(k, _)| (k, delta(k))).collect();
+    assert_eq!(
+        got,
+        expect.to_vec(),
+        "drop counters moved by other amounts than the frames sent ({sent}); stats after: {}",
+        after["drops"]
+    );
+}
+
+/// A SYN to the VIP that arrives with TTL 1 is dropped (ttl_expired) and
+/// must leave no trace: no flow entry, no flow counted for a backend.
+/// Fails: `Worker::forward` (src/worker/process.rs) creates the flow entry
+/// (new_flow, counted in flows_created and the endpoint's active flows)
+/// before it checks the TTL, so every TTL-expired SYN occupies a flow-table
+/// slot until it ages out and skews the per-backend flow counts.
+#[test]
+#[ignore = "bug: TTL-expired SYNs create flow entries (src/worker/process.rs, forward: new_flow before the TTL check)"]
+fn ttl_expired_syn_creates_no_flow() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(2, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let before = lab.stats();
+    let sent = lab.py(
+        "c1",
+        "lab_raw.py",
+        &[
+            "malformed",
+            "c0",
+            lab::SLUICE_CLIENT_MAC,
+            &Lab::client_addr(1),
+            VIP,
+            &VIP_PORT.to_string(),
+            "20",
+            "ttl_1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let after = lab.stats();
+    assert_eq!(
+        drops(&after, "ttl_expired") - drops(&before, "ttl_expired"),
+        20,
+        "{sent} {}",
+        after["drops"]
+    );
+    assert_eq!(
+        worker_sum(&after, "flows_created"),
+        worker_sum(&before, "flows_created"),
+        "TTL-expired SYNs created flows"
+    );
+    assert_eq!(
+        worker_sum(&after, "flows_active"),
+        worker_sum(&before, "flows_active"),
+        "TTL-expired SYNs occupy flow-table entries"
+    );
+}
+
+/// Forged backend -> client segments. From 10.200.2.11:9999 (no endpoint)
+/// nothing reaches the client and no_service counts it. From
+/// 10.200.2.11:8080 (an endpoint of exactly one service) to a client tuple
+/// sluice never saw, sluice reverse-NATs it statelessly (S4a: any instance
+/// must pass replies of flows it does not know), so the client sees it
+/// from VIP:80 and its kernel answers with a RST.
+#[test]
+fn backend_reply_from_wrong_port_or_unknown_flow_is_dropped() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(2, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    // Client traffic first: sluice learns the client's MAC from its ARP.
+    lab.wait_ready();
+    let before = lab.stats();
+    let (stray_port, unknown_port) = ("45001", "45002");
+    let (sniffer, out) = lab.py_spawn(
+        "c1",
+        "lab_raw.py",
+        &["sniff", "c0", "3", stray_port, unknown_port],
+    );
+    // The sniffer opens its socket within python's start-up time.
+    std::thread::sleep(Duration::from_millis(700));
+    let b1 = Lab::backend_addr(1);
+    let c1 = Lab::client_addr(1);
+    lab.py(
+        "b1",
+        "lab_raw.py",
+        &["tcp", &b1, "9999", &c1, stray_port, "PA", "3"],
+    );
+    lab.py(
+        "b1",
+        "lab_raw.py",
+        &["tcp", &b1, "8080", &c1, unknown_port, "PA", "3"],
+    );
+    assert!(
+        lab.wait_child(sniffer, Duration::from_secs(10)),
+        "sniffer failed"
+    );
+    let seen = Lines::new(out)
+        .next(Duration::from_secs(1))
+        .expect("sniffer's result");
+    let frames = seen.as_array().cloned().unwrap_or_default();
+    let matching = |f: &Value, src: &str, dst: &str| f["src"] == src && f["dst"] == dst;
+    let any_stray = frames.iter().any(|f| {
+        f["src"].as_str().is_some_and(|s| s.ends_with(":9999"))
+            || f["dst"]
+                .as_str()
+                .is_some_and(|s| s.ends_with(&format!(":{stray_port}")))
+    });
+    assert!(
+        !any_stray,
+        "a segment from a non-endpoint port reached the client: {seen}"
+    );
+    let vip = format!("{VIP}:{VIP_PORT}");
+    let client = format!("{c1}:{unknown_port}");
+    let natted = frames
+        .iter()
+        .filter(|f| matching(f, &vip, &client) && f["flags"] == "PA")
+        .count();
+    assert_eq!(
+        natted, 3,
+        "the unknown-flow segments should reach the client as from the VIP: {seen}"
+    );
+    // The client has no such connection: its kernel resets it.
+    assert!(
+        frames
+            .iter()
+            .any(|f| matching(f, &client, &vip)
+                && f["flags"].as_str().is_some_and(|s| s.contains('R'))),
+        "the client did not reset the unknown flow: {seen}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let after = lab.stats();
+    assert_eq!(
+        drops(&after, "no_service") - drops(&before, "no_service"),
+        3,
+        "segments from 10.200.2.11:9999 should count as no_service: {}",
+        after["drops"]
+    );
+    assert_eq!(
+        drops(&after, "reply_unknown_flow"),
+        drops(&before, "reply_unknown_flow"),
+        "{}",
+        after["drops"]
+    );
+    assert!(
+        worker_sum(&after, "replies") >= worker_sum(&before, "replies") + 3,
+        "the unknown-flow segments were not reverse-NATed: before {before}, after {after}"
+    );
+    // The client's RST crosses sluice as a mid-flow packet with no entry.
+    let explain = lab.ctl(&["explain", "web", &client, "--mid-flow"]);
+    eprintln!("explain for the unknown flow: {explain}");
+}
+
+/// S3: a client limited to 10 local ports makes a steady stream of short
+/// connections while both backends are replaced one by one (add new,
+/// drain old, remove old): no connection fails.
+#[test]
+fn s3_backends_replaced_one_by_one_without_failed_connections() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(4, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    let out = lab.run_in(
+        "c1",
+        &["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40009"],
+    );
+    assert!(out.status.success(), "sysctl: {:?}", out);
+    lab.start_sluice();
+    lab.wait_ready();
+    let (stream, out) = lab.py_spawn(
+        "c1",
+        "lab_stream.py",
+        &[VIP, &VIP_PORT.to_string(), "12", "--timeout", "2"],
+    );
+    let port = lab::BACKEND_PORT;
+    let ep = |i: usize| format!("{}:{port}", Lab::backend_addr(i));
+    let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
+    pause(1500);
+    for (old, new) in [(1, 3), (2, 4)] {
+        lab.ctl(&["endpoint", "add", "web", &ep(new)]);
+        pause(1000);
+        lab.ctl(&["endpoint", "drain", "web", &ep(old)]);
+        pause(1500);
+        lab.ctl(&["endpoint", "remove", "web", &ep(old)]);
+        pause(1000);
+    }
+    assert!(
+        lab.wait_child(stream, Duration::from_secs(30)),
+        "lab_stream failed"
+    );
+    let r = Lines::new(out)
+        .next(Duration::from_secs(1))
+        .expect("lab_stream's result");
+    eprintln!("S3 stream: {r}");
+    assert_eq!(
+        r["errors"], 0,
+        "failed connections during the replacement: {r}"
+    );
+    assert!(r["ports"].as_u64().unwrap_or(99) <= 10, "{r}");
+    let t = tally(&r);
+    assert!(
+        r["ok"].as_u64().unwrap_or(0) >= 500,
+        "too few connections to mean anything: {r}"
+    );
+    for b in ["b1", "b2", "b3", "b4"] {
+        assert!(
+            t.get(b).copied().unwrap_or(0) > 0,
+            "{b} served nothing: {r}"
+        );
+    }
+    let s = lab.stats();
+    let eps: Vec<String> = s["services"][0]["endpoints"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["endpoint"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(eps, vec![ep(3), ep(4)], "{s}");
+}
+
+/// Waits for the next JSON line of a lab_conn client.
+fn next_line(lines: &Lines, limit: Duration) -> Value {
+    lines
+        .next(limit)
+        .unwrap_or_else(|| panic!("no line from lab_conn within {limit:?}"))
+}
+
+/// S4b: a long-lived connection whose backend is removed gets a RST on its
+/// next packet: the client's next request fails with ECONNRESET within a
+/// second instead of hanging in retransmissions.
+#[test]
+fn s4b_backend_removed_client_gets_reset_within_a_second() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(2, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let (_conn, out) = lab.py_spawn(
+        "c1",
+        "lab_conn.py",
+        &[
+            VIP,
+            &VIP_PORT.to_string(),
+            "15",
+            "--interval",
+            "0.2",
+            "--timeout",
+            "10",
+        ],
+    );
+    let lines = Lines::new(out);
+    let hello = next_line(&lines, Duration::from_secs(5));
+    assert!(hello.get("connected").is_some(), "{hello}");
+    let mut backend = String::new();
+    for _ in 0..3 {
+        let l = next_line(&lines, Duration::from_secs(5));
+        assert!(l.get("error").is_none(), "failed before the removal: {l}");
+        backend = l["backend"].as_str().unwrap_or("").to_string();
+    }
+    let i: usize = backend
+        .trim_start_matches('b')
+        .parse()
+        .expect("backend name");
+    let removed_at = lab::unix_now();
+    lab.ctl(&[
+        "endpoint",
+        "remove",
+        "web",
+        &format!("{}:{}", Lab::backend_addr(i), lab::BACKEND_PORT),
+    ]);
+    let applied = lab::unix_now() - removed_at;
+    let failure = loop {
+        let l = next_line(&lines, Duration::from_secs(3));
+        if l.get("error").is_some() {
+            break l;
+        }
+        assert!(
+            l["t"].as_f64().unwrap_or(0.0) < removed_at + 0.5,
+            "requests still succeed after the removal: {l}"
+        );
+    };
+    let after = failure["t"].as_f64().unwrap_or(f64::MAX) - removed_at;
+    eprintln!(
+        "S4b: {failure} {after:.3} s after the removal request (ctl returned after {applied:.3} s)"
+    );
+    assert_eq!(
+        failure["error"], "ConnectionResetError",
+        "expected ECONNRESET: {failure}"
+    );
+    assert!(after < 1.0, "the reset came {after:.3} s after the removal");
+    let s = lab.stats();
+    assert!(worker_sum(&s, "resets") >= 1, "no RST counted: {s}");
+}
+
+/// A long-lived connection with a request every 200 ms across a restart of
+/// sluice (SIGTERM, start again with the same configuration). With
+/// `client_rearps`, the client's neighbor entry for sluice is flushed right
+/// after the restart, so its next packet is preceded by an ARP request that
+/// teaches the new sluice the client's MAC.
+fn s4a_restart(client_rearps: bool) {
+    let mut lab = Lab::up(3, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1), (3, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let (_conn, out) = lab.py_spawn(
+        "c1",
+        "lab_conn.py",
+        &[
+            VIP,
+            &VIP_PORT.to_string(),
+            "7",
+            "--interval",
+            "0.2",
+            "--timeout",
+            "8",
+        ],
+    );
+    let lines = Lines::new(out);
+    let hello = next_line(&lines, Duration::from_secs(5));
+    let first = next_line(&lines, Duration::from_secs(5));
+    let backend = first["backend"].clone();
+    assert!(backend.is_string(), "{hello} {first}");
+    next_line(&lines, Duration::from_secs(5));
+    let t0 = Instant::now();
+    lab.stop_sluice();
+    std::thread::sleep(Duration::from_millis(300));
+    lab.start_sluice();
+    if client_rearps {
+        let out = lab.run_in("c1", &["ip", "neigh", "flush", "dev", "c0"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let restart = t0.elapsed();
+    let restarted_at = lab::unix_now();
+    let mut after_restart = 0;
+    let mut longest_gap = 0.0f64;
+    let mut last_t = first["t"].as_f64().unwrap_or(0.0);
+    loop {
+        let l = next_line(&lines, Duration::from_secs(12));
+        if l.get("error").is_some() {
+            let s = lab.stats();
+            panic!(
+                "the connection failed across the restart: {l}; restarted sluice's drops {}, table_misses {}, forwarded {}, replies {}",
+                s["drops"],
+                worker_sum(&s, "table_misses"),
+                worker_sum(&s, "forwarded"),
+                worker_sum(&s, "replies")
+            );
+        }
+        if l.get("done").is_some() {
+            break;
+        }
+        assert_eq!(l["backend"], backend, "the connection changed backend: {l}");
+        let t = l["t"].as_f64().unwrap_or(0.0);
+        longest_gap = longest_gap.max(t - last_t);
+        last_t = t;
+        if t > restarted_at {
+            after_restart += 1;
+        }
+    }
+    eprintln!(
+        "S4a: restart took {restart:?}; longest gap between answers {longest_gap:.2} s; {after_restart} answers after it"
+    );
+    assert!(after_restart >= 5, "too few requests after the restart");
+    let s = lab.stats();
+    assert!(
+        worker_sum(&s, "table_misses") > 0,
+        "the restarted sluice saw no mid-flow packet without an entry: {s}"
+    );
+}
+
+/// S4a as SCENARIOS.md states it: the connection survives a plain restart.
+/// Fails: the restarted sluice forwards the client's mid-flow packets to the
+/// right backend, but drops the backend's replies as neighbor_unresolved
+/// because it knows on-link clients only from their own ARP requests and
+/// never asks for them (src/control/arp.rs: only "wanted" next hops, i.e.
+/// backends and gateways, are resolved), and the client, whose entry for
+/// 10.200.1.254 is still fresh, does not ask. The connection stalls until
+/// the client's neighbor entry goes stale (tens of seconds).
+#[test]
+#[ignore = "bug: after a restart sluice drops replies to on-link clients it has not heard ARP from (neighbor_unresolved) and never resolves them; see the doc comment"]
+fn s4a_restart_keeps_long_lived_connection() {
+    let _serial = lab_or_skip!();
+    s4a_restart(false);
+}
+
+/// S4a's flow-consistency half, with the ARP gap above taken out: after
+/// the restart the client re-resolves sluice's address (as a client behind
+/// a router, or one whose entry went stale, would). Mid-flow packets miss
+/// the new, empty flow table, go to the same backend by Maglev, replies are
+/// reverse-NATed statelessly; no request fails or changes backend.
+#[test]
+fn s4a_restart_keeps_long_lived_connection_when_client_rearps() {
+    let _serial = lab_or_skip!();
+    s4a_restart(true);
+}
+
+/// ARP: sluice answers for its own addresses and the VIP, and resolves the
+/// backends itself (the lab has no static neighbors anywhere).
+#[test]
+fn arp_resolution_learns_backends_and_answers_for_vip() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(2, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let r = lab.http(1, 40);
+    assert_eq!(r["errors"], 0, "{r}");
+    let t = tally(&r);
+    assert!(t.contains_key("b1") && t.contains_key("b2"), "{r}");
+
+    let neigh = |ns: &str, ip: &str| {
+        let out = lab.run_in(ns, &["ip", "-j", "neigh", "show", ip]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v[0]["lladdr"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(neigh("c1", "10.200.1.254"), lab::SLUICE_CLIENT_MAC);
+    for b in ["b1", "b2"] {
+        assert_eq!(neigh(b, "10.200.2.254"), lab::SLUICE_BACKEND_MAC, "{b}");
+    }
+    let vip = lab.py(
+        "c1",
+        "lab_raw.py",
+        &["arp", "c0", &Lab::client_addr(1), VIP],
+    );
+    assert_eq!(vip["mac"], lab::SLUICE_CLIENT_MAC, "ARP for the VIP: {vip}");
+    let own = lab.py(
+        "b1",
+        "lab_raw.py",
+        &["arp", "b0", &Lab::backend_addr(1), "10.200.2.254"],
+    );
+    assert_eq!(own["mac"], lab::SLUICE_BACKEND_MAC, "{own}");
+    // Nobody answers for an address sluice does not own.
+    let stranger = lab.py(
+        "c1",
+        "lab_raw.py",
+        &["arp", "c0", &Lab::client_addr(1), "10.200.1.77"],
+    );
+    assert_eq!(stranger["mac"], Value::Null, "{stranger}");
+    let s = lab.stats();
+    eprintln!(
+        "ARP: neighbor_unresolved drops {} (packets that waited for a backend's MAC)",
+        drops(&s, "neighbor_unresolved")
+    );
+}
