@@ -293,3 +293,20 @@ fn misdelivered_packets_are_handed_to_the_owner() {
     assert_eq!(c0.handoffs_in + c1.handoffs_in, 2 * handed);
     assert_eq!(c0.flows_created + c1.flows_created, handed);
 }
+
+/// A packet that dies of TTL creates, moves and refreshes nothing.
+#[test]
+fn ttl_expired_packets_leave_no_flow_behind() {
+    let mut rig = Rig::new(1, &[service(Protocol::Tcp, &eps(&[1, 1]))]);
+    let mut syn = from_client(46000, SYN, 1, 0);
+    syn[22] = 1;
+    let mut ip = sluice::wire::ipv4::Ipv4Packet::new_unchecked(&mut syn[14..]);
+    ip.fill_checksum();
+    assert!(rig.send(0, &syn).is_empty());
+    let c = rig.counters(0);
+    assert_eq!(
+        (c.flows_created, c.drops[DropReason::TtlExpired as usize]),
+        (0, 1)
+    );
+    assert_eq!(rig.workers[0].flow_count(), 0);
+}

@@ -196,12 +196,8 @@ fn malformed_frames_are_counted_while_traffic_flows() {
 
 /// A SYN to the VIP that arrives with TTL 1 is dropped (ttl_expired) and
 /// must leave no trace: no flow entry, no flow counted for a backend.
-/// Fails: `Worker::forward` (src/worker/process.rs) creates the flow entry
-/// (new_flow, counted in flows_created and the endpoint's active flows)
-/// before it checks the TTL, so every TTL-expired SYN occupies a flow-table
-/// slot until it ages out and skews the per-backend flow counts.
+/// (This test found flows created before the TTL check.)
 #[test]
-#[ignore = "bug: TTL-expired SYNs create flow entries (src/worker/process.rs, forward: new_flow before the TTL check)"]
 fn ttl_expired_syn_creates_no_flow() {
     let _serial = lab_or_skip!();
     let mut lab = Lab::up(2, 1, Backend::AfPacket);
@@ -557,15 +553,12 @@ fn s4a_restart(client_rearps: bool) {
 }
 
 /// S4a as SCENARIOS.md states it: the connection survives a plain restart.
-/// Fails: the restarted sluice forwards the client's mid-flow packets to the
-/// right backend, but drops the backend's replies as neighbor_unresolved
-/// because it knows on-link clients only from their own ARP requests and
-/// never asks for them (src/control/arp.rs: only "wanted" next hops, i.e.
-/// backends and gateways, are resolved), and the client, whose entry for
-/// 10.200.1.254 is still fresh, does not ask. The connection stalls until
-/// the client's neighbor entry goes stale (tens of seconds).
+/// The restarted sluice has never heard from the on-link client (whose own
+/// entry for 10.200.1.254 is still fresh, so it does not ARP): the first
+/// reply is dropped as neighbor_unresolved, its headers make the control
+/// thread ARP for the client, and the retransmission gets through.
+/// (This test found that gap; it used to stall.)
 #[test]
-#[ignore = "bug: after a restart sluice drops replies to on-link clients it has not heard ARP from (neighbor_unresolved) and never resolves them; see the doc comment"]
 fn s4a_restart_keeps_long_lived_connection() {
     let _serial = lab_or_skip!();
     s4a_restart(false);

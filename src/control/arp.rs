@@ -200,6 +200,31 @@ impl Neighbors {
         }
     }
 
+    /// A host the data path just failed to reach (its MAC unknown): ask for
+    /// it now. It is remembered like a host that asked us (refreshed while
+    /// it answers, forgotten when it stops), not probed forever.
+    pub fn solicit(&mut self, addr: Ipv4Addr) {
+        if self.entries.contains_key(&addr) {
+            return;
+        }
+        let Some(port) = self.port_for(addr) else {
+            return;
+        };
+        self.entries.insert(
+            addr,
+            Entry {
+                mac: None,
+                port,
+                state: State::Probing {
+                    sent: 0,
+                    last: Duration::ZERO,
+                },
+                expires: Duration::ZERO,
+                wanted: false,
+            },
+        );
+    }
+
     /// The resolved neighbors, for the next generation.
     pub fn resolved(&self) -> Vec<(Ipv4Addr, MacAddr)> {
         self.entries
@@ -273,16 +298,18 @@ impl Neighbors {
         let mut out = vec![];
         let mut changed = false;
         let mut ask = vec![];
-        let before = self.entries.len();
-        self.entries.retain(|_, e| e.wanted || now < e.expires);
-        changed |= self.entries.len() != before;
+        // Hosts we only learnt (not next hops we need) that stopped
+        // answering are forgotten.
+        let tries = t.tries;
+        self.entries.retain(|_, e| {
+            e.wanted
+                || e.mac.is_some()
+                || !matches!(e.state, State::Probing { sent, .. } if sent >= tries)
+        });
         for (a, e) in self.entries.iter_mut() {
             if e.state != State::Static && e.mac.is_some() && now >= e.expires {
                 e.mac = None;
                 changed = true;
-            }
-            if !e.wanted {
-                continue;
             }
             match e.state {
                 State::Static => {}
@@ -297,6 +324,9 @@ impl Neighbors {
                         e.state = State::Probing { sent: 0, last: now };
                         ask.push((e.port, *a));
                     }
+                }
+                State::Probing { sent, .. } if sent >= t.tries && !e.wanted => {
+                    // Gave up: removed at the next tick unless it answers.
                 }
                 State::Probing { sent, last } => {
                     let wait = if sent >= t.tries {
@@ -486,13 +516,16 @@ mod tests {
             }
         }
         assert_eq!(n.stats.requests_answered, 2);
-        // The asker was learnt (RFC 826), and is forgotten, not probed, when
-        // it expires.
+        // The asker was learnt (RFC 826), is refreshed before it expires,
+        // and forgotten once it stops answering.
         assert_eq!(n.resolved(), vec![(Ipv4Addr::new(10, 200, 2, 11), B1)]);
         assert!(n.tick(Duration::from_secs(30)).0.is_empty());
-        let (out, changed) = n.tick(Duration::from_secs(61));
-        assert!(out.is_empty() && changed);
+        assert_eq!(n.tick(Duration::from_secs(51)).0.len(), 1, "refresh probe");
+        for s in 52..70 {
+            n.tick(Duration::from_secs(s));
+        }
         assert!(n.resolved().is_empty());
+        assert!(n.entries.is_empty(), "forgotten, not probed forever");
     }
 
     #[test]
@@ -522,6 +555,30 @@ mod tests {
         assert!(n.resolved().is_empty());
         assert_eq!(n.unresolved(), vec![b1]);
         assert!(n.stats.unresolved >= 1);
+    }
+
+    #[test]
+    fn hosts_the_data_path_cannot_reach_are_solicited_once_and_learnt() {
+        let mut n = nb();
+        let client = Ipv4Addr::new(10, 200, 2, 50);
+        n.solicit(client);
+        n.solicit(client);
+        n.solicit(Ipv4Addr::new(192, 0, 2, 1)); // on no link: ignored
+        let (out, _) = n.tick(Duration::from_secs(1));
+        assert_eq!(out.len(), 1);
+        assert_eq!(arp_of(&out[0]).target_proto_addr, client);
+        let (_, changed) = n.on_frame(0, &reply_from([10, 200, 2, 50], B1), Duration::from_secs(1));
+        assert!(changed);
+        assert_eq!(n.resolved(), vec![(client, B1)]);
+        // Still in use and answering: kept past the first expiry.
+        n.tick(Duration::from_secs(52));
+        n.on_frame(
+            0,
+            &reply_from([10, 200, 2, 50], B1),
+            Duration::from_secs(52),
+        );
+        n.tick(Duration::from_secs(70));
+        assert_eq!(n.resolved(), vec![(client, B1)]);
     }
 
     #[test]

@@ -362,9 +362,23 @@ impl<B: Send + 'static> Loop<B> {
             let Some((port, frame)) = self.dp.take_punted() else {
                 break;
             };
-            let (reply, c) = self.arp.on_frame(port, &frame, now);
-            out.extend(reply);
-            changed |= c;
+            match frame.get(12..14) {
+                // Headers of a packet the data path dropped for want of a
+                // neighbor: resolve its next hop.
+                Some([0x08, 0x00]) => {
+                    if let Some(hop) = frame
+                        .get(30..34)
+                        .and_then(|d| g.next_hop(u32::from_be_bytes([d[0], d[1], d[2], d[3]])))
+                    {
+                        self.arp.solicit(std::net::Ipv4Addr::from(hop.next_hop));
+                    }
+                }
+                _ => {
+                    let (reply, c) = self.arp.on_frame(port, &frame, now);
+                    out.extend(reply);
+                    changed |= c;
+                }
+            }
         }
         let (asks, c) = self.arp.tick(now);
         out.extend(asks);

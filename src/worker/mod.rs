@@ -529,6 +529,13 @@ impl<P: Port> Worker<P> {
             }
             Verdict::Drop(r) => {
                 self.counters.drop(r);
+                if r == DropReason::NeighborUnresolved {
+                    // The control thread resolves the next hop from the
+                    // headers; the packet itself is not queued (its sender
+                    // retransmits). Best effort: a full queue drops the hint.
+                    let head = &b.data()[..b.len().min(64)];
+                    let _ = self.plumbing.punts.push((self.rx_port, head.to_vec()));
+                }
                 self.ports[self.rx_port as usize].free(b);
             }
             Verdict::Handoff { worker } => match self.plumbing.inboxes.get(worker as usize) {

@@ -261,6 +261,11 @@ impl<P: Port> Worker<P> {
         l: Lookup,
         now: Tick,
     ) -> (Verdict, Option<usize>) {
+        // Before any state: a packet that dies here must not create, move or
+        // refresh a flow.
+        if p.ttl <= 1 {
+            return (Verdict::Drop(DropReason::TtlExpired), None);
+        }
         let Lookup { svc, hash, id } = l;
         let key = p.forward_key();
         let g = &*self.gen;
@@ -316,9 +321,6 @@ impl<P: Port> Worker<P> {
             }
         };
         let ep = g.endpoint(ep_idx);
-        if p.ttl <= 1 {
-            return (Verdict::Drop(DropReason::TtlExpired), None);
-        }
         if let Some(c) = self.ep.get_mut(ep_idx as usize) {
             c.packets_in += 1;
             c.bytes_in += frame.len() as u64;
@@ -337,6 +339,9 @@ impl<P: Port> Worker<P> {
     /// Backend -> client.
     #[inline]
     pub(crate) fn reply(&mut self, frame: &mut [u8], p: &Parsed, now: Tick) -> Verdict {
+        if p.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
         let g = &*self.gen;
         let backend = VipKey {
             addr: p.src,
@@ -387,9 +392,6 @@ impl<P: Port> Worker<P> {
             } else {
                 e.state.next_udp(Direction::Reply)
             };
-        }
-        if p.ttl <= 1 {
-            return Verdict::Drop(DropReason::TtlExpired);
         }
         let (port, mac) = match g.route(p.dst) {
             Ok(r) => r,
