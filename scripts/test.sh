@@ -27,8 +27,10 @@ echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest runs every test in its own process: DPDK's EAL initialises once
   # per process, so this is also what the DPDK tests need.
-  cargo nextest run --workspace --lib --bins --tests --examples "${FEATURES[@]}" --no-fail-fast
+  # Doc tests first (nextest does not run them), so the closing line is
+  # nextest's summary of every other test.
   cargo test --workspace --doc "${FEATURES[@]}" --quiet
+  cargo nextest run --workspace --lib --bins --tests --examples "${FEATURES[@]}" --no-fail-fast
 else
   cargo test --workspace --lib --bins --tests --examples "${FEATURES[@]}" --no-fail-fast
 fi
