@@ -307,19 +307,7 @@ fn phase(cfg: &BenchConfig, capacity: usize, mac_swap_only: bool) -> (f64, Count
     let after = dp.counters();
     let dt = t0.elapsed().as_secs_f64();
     dp.stop();
-    let mut delta = Vec::new();
-    for (b, a) in before.iter().zip(after.iter()) {
-        let mut d = *a;
-        d.rx_packets -= b.rx_packets;
-        d.forwarded -= b.forwarded;
-        d.flows_created -= b.flows_created;
-        d.flows_evicted -= b.flows_evicted;
-        d.table_misses -= b.table_misses;
-        for (x, y) in d.drops.iter_mut().zip(b.drops.iter()) {
-            *x -= y;
-        }
-        delta.push(d);
-    }
+    let delta: Vec<Counters> = after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
     let total = sum(&delta);
     let mpps = total.rx_packets as f64 / dt / 1e6 / cfg.workers as f64;
     (mpps, total)

@@ -34,6 +34,16 @@ pub enum RunError {
     Signal(std::io::Error),
 }
 
+impl RunError {
+    /// An interface that could not be opened or queried, with why.
+    fn on(name: &str, e: impl std::fmt::Display) -> RunError {
+        RunError::Interface {
+            name: name.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Runs until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<(), RunError> {
     let mut config = Config::load(path)?;
@@ -60,10 +70,7 @@ pub fn run(path: &Path) -> Result<(), RunError> {
                         workers as u32,
                         RingConfig::default(),
                     )
-                    .map_err(|e| RunError::Interface {
-                        name: i.name.clone(),
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| RunError::on(&i.name, e))?;
                     mine.push(p);
                 }
                 ports.push(mine);
@@ -104,15 +111,9 @@ fn run_dpdk(
     // Devices live as long as the run: dropping one detaches it.
     let mut devices = Vec::new();
     for i in config.interface.iter_mut() {
-        let d = DpdkDevice::open(&eal, &i.name, &dev_cfg).map_err(|e| RunError::Interface {
-            name: i.name.clone(),
-            message: e.to_string(),
-        })?;
+        let d = DpdkDevice::open(&eal, &i.name, &dev_cfg).map_err(|e| RunError::on(&i.name, e))?;
         if i.mac.is_none() {
-            let m = d.mac_address().map_err(|e| RunError::Interface {
-                name: i.name.clone(),
-                message: e.to_string(),
-            })?;
+            let m = d.mac_address().map_err(|e| RunError::on(&i.name, e))?;
             i.mac = Some(MacAddr(m));
         }
         devices.push(d);
@@ -121,10 +122,7 @@ fn run_dpdk(
     for w in 0..workers {
         let mut mine = Vec::new();
         for (d, i) in devices.iter().zip(&config.interface) {
-            mine.push(d.port(w as u16).map_err(|e| RunError::Interface {
-                name: i.name.clone(),
-                message: e.to_string(),
-            })?);
+            mine.push(d.port(w as u16).map_err(|e| RunError::on(&i.name, e))?);
         }
         ports.push(mine);
     }

@@ -63,27 +63,22 @@ impl Counters {
 
     /// Field-wise sum (aggregating workers).
     pub fn add(&mut self, o: &Counters) {
-        self.rx_packets += o.rx_packets;
-        self.rx_bytes += o.rx_bytes;
-        self.tx_packets += o.tx_packets;
-        self.tx_bytes += o.tx_bytes;
-        self.forwarded += o.forwarded;
-        self.replies += o.replies;
-        self.answered += o.answered;
-        self.resets += o.resets;
-        self.flows_created += o.flows_created;
-        self.flows_evicted += o.flows_evicted;
-        self.flows_expired += o.flows_expired;
-        self.table_misses += o.table_misses;
-        self.flows_rescheduled += o.flows_rescheduled;
-        self.handoffs_out += o.handoffs_out;
-        self.handoffs_in += o.handoffs_in;
-        self.punted += o.punted;
-        self.polls += o.polls;
-        self.idle_polls += o.idle_polls;
-        for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
-            *a += b;
-        }
+        *self = self.zip_with(o, u64::wrapping_add);
+    }
+
+    /// What happened since `before` (a snapshot of the same worker).
+    pub fn since(&self, before: &Counters) -> Counters {
+        self.zip_with(before, u64::saturating_sub)
+    }
+
+    /// `f` applied field by field, through the one list of fields that
+    /// publishing uses too.
+    fn zip_with(&self, o: &Counters, f: impl Fn(u64, u64) -> u64) -> Counters {
+        let (a, b) = (self.scalars(), o.scalars());
+        Counters::from_scalars(
+            std::array::from_fn(|i| f(a[i], b[i])),
+            std::array::from_fn(|i| f(self.drops[i], o.drops[i])),
+        )
     }
 }
 

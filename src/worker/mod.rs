@@ -515,16 +515,16 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// Sends, hands over, punts or drops one packet. Every drop, whatever
+    /// the verdict that led to it, goes through the `Drop` arm: counted once,
+    /// buffer returned to the port.
     #[inline]
     fn dispatch(&mut self, b: P::Buf, v: Verdict) {
         match v {
             Verdict::Forward { port } | Verdict::Reply { port } => {
                 match self.tx.get_mut(usize::from(port)) {
                     Some(q) => q.push(b),
-                    None => {
-                        self.counters.drop(DropReason::NoRoute);
-                        self.ports[self.rx_port as usize].free(b);
-                    }
+                    None => self.dispatch(b, Verdict::Drop(DropReason::NoRoute)),
                 }
             }
             Verdict::Drop(r) => {
@@ -538,27 +538,28 @@ impl<P: Port> Worker<P> {
                 }
                 self.ports[self.rx_port as usize].free(b);
             }
-            Verdict::Handoff { worker } => match self.plumbing.inboxes.get(worker as usize) {
-                Some(q) => match q.push((self.rx_port, b)) {
-                    Ok(()) => self.counters.handoffs_out += 1,
-                    Err((_, b)) => {
-                        self.counters.drop(DropReason::HandoffFull);
-                        self.ports[self.rx_port as usize].free(b);
-                    }
-                },
-                None => {
-                    self.counters.drop(DropReason::HandoffFull);
-                    self.ports[self.rx_port as usize].free(b);
+            Verdict::Handoff { worker } => {
+                let refused = match self.plumbing.inboxes.get(worker as usize) {
+                    Some(q) => q.push((self.rx_port, b)).err().map(|(_, b)| b),
+                    None => Some(b),
+                };
+                match refused {
+                    None => self.counters.handoffs_out += 1,
+                    Some(b) => self.dispatch(b, Verdict::Drop(DropReason::HandoffFull)),
                 }
-            },
+            }
             Verdict::Punt => {
-                let copy = (self.rx_port, b.data().to_vec());
-                if self.plumbing.punts.push(copy).is_ok() {
+                if self
+                    .plumbing
+                    .punts
+                    .push((self.rx_port, b.data().to_vec()))
+                    .is_ok()
+                {
                     self.counters.punted += 1;
+                    self.ports[self.rx_port as usize].free(b);
                 } else {
-                    self.counters.drop(DropReason::PuntFull);
+                    self.dispatch(b, Verdict::Drop(DropReason::PuntFull));
                 }
-                self.ports[self.rx_port as usize].free(b);
             }
         }
     }

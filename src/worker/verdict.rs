@@ -1,104 +1,76 @@
 //! One verdict per packet, and the reasons a packet is dropped.
 
-/// Why a packet was dropped. Indexes the per-worker drop counters: every
-/// drop is counted under exactly one reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DropReason {
-    /// Shorter than an Ethernet header, or a VLAN tag cut short.
-    MalformedEthernet,
-    /// Neither IPv4 nor ARP (IPv6, LLDP, ...).
-    UnsupportedEthertype,
-    /// ARP that is not Ethernet/IPv4 or is cut short.
-    MalformedArp,
-    /// IPv4 header fails its checks (version, IHL, total length).
-    MalformedIpv4,
-    /// IPv4 fragment: fragments after the first carry no ports, so they
-    /// cannot be steered consistently with their flow.
-    Fragment,
-    /// TCP, UDP or ICMP header fails its checks.
-    MalformedL4,
-    /// IP protocol other than TCP, UDP, ICMP.
-    UnsupportedProtocol,
-    /// TTL would reach 0.
-    TtlExpired,
-    /// Matches no service and comes from no backend.
-    NoService,
-    /// The service has no endpoint that can take the flow (non-TCP; TCP
-    /// clients get a RST instead).
-    NoBackend,
-    /// A non-TCP flow whose backend was removed or failed.
-    BackendGone,
-    /// The next hop's MAC address is not known (yet).
-    NeighborUnresolved,
-    /// No route to the destination.
-    NoRoute,
-    /// A backend packet that belongs to no known flow and no single service.
-    ReplyUnknownFlow,
-    /// An ICMP message sluice does not handle (or an error about a flow it
-    /// cannot place).
-    IcmpUnhandled,
-    /// The owner worker's handoff ring was full.
-    HandoffFull,
-    /// The port's TX ring was full.
-    TxFull,
-    /// The control thread's punt queue was full.
-    PuntFull,
-    /// A packet sluice had to originate found no buffer.
-    NoBuffer,
+/// Defines [`DropReason`], its counter order ([`DropReason::ALL`]) and its
+/// stable names from one list, so the three cannot drift apart.
+macro_rules! drop_reasons {
+    ($( $(#[doc = $doc:literal])* $variant:ident => $name:literal, )+) => {
+        /// Why a packet was dropped. Indexes the per-worker drop counters:
+        /// every drop is counted under exactly one reason.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( $(#[doc = $doc])* $variant, )+
+        }
+
+        impl DropReason {
+            /// Number of reasons (size of the counter array).
+            pub const COUNT: usize = [$(stringify!($variant)),+].len();
+
+            /// Every reason, in counter order.
+            pub const ALL: [DropReason; DropReason::COUNT] = [$(DropReason::$variant),+];
+
+            /// Stable snake_case name (stats, metrics labels).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( DropReason::$variant => $name, )+
+                }
+            }
+        }
+    };
 }
 
-impl DropReason {
-    /// Number of reasons (size of the counter array).
-    pub const COUNT: usize = DropReason::NoBuffer as usize + 1;
-
-    /// Every reason, in counter order.
-    pub const ALL: [DropReason; DropReason::COUNT] = [
-        DropReason::MalformedEthernet,
-        DropReason::UnsupportedEthertype,
-        DropReason::MalformedArp,
-        DropReason::MalformedIpv4,
-        DropReason::Fragment,
-        DropReason::MalformedL4,
-        DropReason::UnsupportedProtocol,
-        DropReason::TtlExpired,
-        DropReason::NoService,
-        DropReason::NoBackend,
-        DropReason::BackendGone,
-        DropReason::NeighborUnresolved,
-        DropReason::NoRoute,
-        DropReason::ReplyUnknownFlow,
-        DropReason::IcmpUnhandled,
-        DropReason::HandoffFull,
-        DropReason::TxFull,
-        DropReason::PuntFull,
-        DropReason::NoBuffer,
-    ];
-
-    /// Stable snake_case name (stats, metrics labels).
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::MalformedEthernet => "malformed_ethernet",
-            DropReason::UnsupportedEthertype => "unsupported_ethertype",
-            DropReason::MalformedArp => "malformed_arp",
-            DropReason::MalformedIpv4 => "malformed_ipv4",
-            DropReason::Fragment => "fragment",
-            DropReason::MalformedL4 => "malformed_l4",
-            DropReason::UnsupportedProtocol => "unsupported_protocol",
-            DropReason::TtlExpired => "ttl_expired",
-            DropReason::NoService => "no_service",
-            DropReason::NoBackend => "no_backend",
-            DropReason::BackendGone => "backend_gone",
-            DropReason::NeighborUnresolved => "neighbor_unresolved",
-            DropReason::NoRoute => "no_route",
-            DropReason::ReplyUnknownFlow => "reply_unknown_flow",
-            DropReason::IcmpUnhandled => "icmp_unhandled",
-            DropReason::HandoffFull => "handoff_full",
-            DropReason::TxFull => "tx_full",
-            DropReason::PuntFull => "punt_full",
-            DropReason::NoBuffer => "no_buffer",
-        }
-    }
+drop_reasons! {
+    /// Shorter than an Ethernet header, or a VLAN tag cut short.
+    MalformedEthernet => "malformed_ethernet",
+    /// Neither IPv4 nor ARP (IPv6, LLDP, ...).
+    UnsupportedEthertype => "unsupported_ethertype",
+    /// ARP that is not Ethernet/IPv4 or is cut short.
+    MalformedArp => "malformed_arp",
+    /// IPv4 header fails its checks (version, IHL, total length).
+    MalformedIpv4 => "malformed_ipv4",
+    /// IPv4 fragment: fragments after the first carry no ports, so they
+    /// cannot be steered consistently with their flow.
+    Fragment => "fragment",
+    /// TCP, UDP or ICMP header fails its checks.
+    MalformedL4 => "malformed_l4",
+    /// IP protocol other than TCP, UDP, ICMP.
+    UnsupportedProtocol => "unsupported_protocol",
+    /// TTL would reach 0.
+    TtlExpired => "ttl_expired",
+    /// Matches no service and comes from no backend.
+    NoService => "no_service",
+    /// The service has no endpoint that can take the flow (non-TCP; TCP
+    /// clients get a RST instead).
+    NoBackend => "no_backend",
+    /// A non-TCP flow whose backend was removed or failed.
+    BackendGone => "backend_gone",
+    /// The next hop's MAC address is not known (yet).
+    NeighborUnresolved => "neighbor_unresolved",
+    /// No route to the destination.
+    NoRoute => "no_route",
+    /// A backend packet that belongs to no known flow and no single service.
+    ReplyUnknownFlow => "reply_unknown_flow",
+    /// An ICMP message sluice does not handle (or an error about a flow it
+    /// cannot place).
+    IcmpUnhandled => "icmp_unhandled",
+    /// The owner worker's handoff ring was full.
+    HandoffFull => "handoff_full",
+    /// The port's TX ring was full.
+    TxFull => "tx_full",
+    /// The control thread's punt queue was full.
+    PuntFull => "punt_full",
+    /// A packet sluice had to originate found no buffer.
+    NoBuffer => "no_buffer",
 }
 
 /// What happens to one packet.
