@@ -122,10 +122,12 @@ pub enum FlowTableError {
 /// keeps the index's doubled capacity within `usize` on 32-bit hosts.
 pub const MAX_CAPACITY: usize = 1 << 31;
 
-/// How many slots a full-table insert examines to find a victim. Small enough to keep an
-/// insert bounded (a few cache lines), large enough that an expired or closed flow is usually
-/// found before falling back to the oldest.
-pub const EVICTION_SCAN: usize = 16;
+/// How many slots a full-table insert examines to find a victim. Every new
+/// flow pays for it once the table is full (a SYN flood makes that every
+/// packet), so it is kept small: an expired or closed flow is usually among
+/// 8 consecutive slots, and otherwise the least recently seen of 8 is a fair
+/// sample of the old (approximate LRU by sampling, as Redis does with 5).
+pub const EVICTION_SCAN: usize = 8;
 
 const FREE_END: u32 = u32::MAX;
 
@@ -145,6 +147,8 @@ pub struct FlowTable<K: TableKey = FlowKey> {
     /// Next slab position that aging and eviction examine.
     hand: usize,
     timeouts: Timeouts,
+    /// `timeouts` by state discriminant (eviction reads it per examined slot).
+    limits: [u32; FlowState::ALL.len()],
     seed: u64,
     /// Direct-mapped hints, hash -> slab id, written on insert and never
     /// trusted: a hint counts only if the slot it names holds the key.
@@ -207,6 +211,7 @@ impl<K: TableKey> FlowTable<K> {
             free_head: 0,
             len: 0,
             hand: 0,
+            limits: timeouts.by_state(),
             timeouts,
             seed,
             hints: vec![FREE_END; hints].into_boxed_slice(),
@@ -231,6 +236,28 @@ impl<K: TableKey> FlowTable<K> {
                 |&id| matches!(slots.get(id as usize), Some(Slot::Used { key: k, .. }) if k == key),
             )
             .copied()
+    }
+
+    /// [`lookup`](Self::lookup) through the hint array first: one load and
+    /// one key comparison when the hint is right (nearly always while the
+    /// table is below capacity), hashbrown only when it is not.
+    #[inline(always)]
+    pub fn lookup_hinted(&self, key: &K, hash: u64) -> Option<FlowId> {
+        self.hint_probe(key, hash)
+            .or_else(|| self.lookup(key, hash))
+    }
+
+    /// The hinted slot for `hash` if it holds `key`; `None` says nothing
+    /// (the flow may still be in the index). Reading the hint and the slot is
+    /// what a batch does first for every packet so their cache misses
+    /// overlap (see `hints`).
+    #[inline(always)]
+    pub fn hint_probe(&self, key: &K, hash: u64) -> Option<FlowId> {
+        let id = *self.hints.get(hash as usize & self.hint_mask)?;
+        match self.slots.get(id as usize) {
+            Some(Slot::Used { key: k, .. }) if k == key => Some(id),
+            _ => None,
+        }
     }
 
     /// Looks up a batch of keys (`hashes[i]` being `keys[i]`'s hash) into
@@ -429,6 +456,7 @@ impl<K: TableKey> FlowTable<K> {
     /// from the next check on.
     pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<(), TimeoutTooLong> {
         timeouts.validate()?;
+        self.limits = timeouts.by_state();
         self.timeouts = timeouts;
         Ok(())
     }
@@ -505,35 +533,47 @@ impl<K: TableKey> FlowTable<K> {
     }
 
     /// Frees one slot of a full table and returns it (unlinked, to be overwritten).
+    ///
+    /// Runs for every new flow once the table is full, so each examined
+    /// slot costs a handful of instructions: the state's timeout comes from
+    /// a table indexed by the state byte, not from a match.
     fn evict_one(&mut self, now: Tick) -> (FlowId, EvictReason) {
-        let mut oldest: Option<(FlowId, i32)> = None;
+        let n = self.slots.len();
+        let limits = self.limits;
+        let mut oldest: Option<(usize, i32)> = None;
         let mut victim = None;
-        for _ in 0..EVICTION_SCAN.min(self.slots.len()) {
-            let id = self.hand as u32;
-            self.advance_hand();
-            let Slot::Used { entry, .. } = &self.slots[id as usize] else {
+        let mut id = self.hand;
+        for _ in 0..EVICTION_SCAN.min(n) {
+            let at = id;
+            id += 1;
+            if id >= n {
+                id = 0;
+            }
+            let Some(Slot::Used { entry, .. }) = self.slots.get(at) else {
                 continue;
             };
-            if entry.is_expired(now, &self.timeouts) {
-                victim = Some((id, EvictReason::Expired));
+            let age = now.wrapping_sub(entry.last_seen) as i32;
+            let limit = limits.get(entry.state as usize).copied().unwrap_or(0) as i32;
+            if age > limit {
+                victim = Some((at, EvictReason::Expired));
                 break;
             }
             if entry.state.is_closed() {
-                victim = Some((id, EvictReason::Closed));
+                victim = Some((at, EvictReason::Closed));
                 break;
             }
-            let age = now.wrapping_sub(entry.last_seen) as i32;
-            match oldest {
-                Some((_, oldest_age)) if oldest_age >= age => {}
-                _ => oldest = Some((id, age)),
+            if !oldest.is_some_and(|(_, a)| age <= a) {
+                oldest = Some((at, age));
             }
         }
+        self.hand = id;
         let (id, reason) = match (victim, oldest) {
             (Some(v), _) => v,
             (None, Some((id, _))) => (id, EvictReason::Oldest),
             // Only reachable if the table were not full; slot 0 exists since capacity >= 1.
             (None, None) => (0, EvictReason::Oldest),
         };
+        let id = id as FlowId;
         let unlinked = self.unlink(id);
         debug_assert!(unlinked, "eviction victim {id} was not live");
         (id, reason)
@@ -810,10 +850,10 @@ mod tests {
         for i in 0..cap as u32 {
             add(&mut t, i, established(100 + i), 100 + i);
         }
-        t.entry_mut(find(&t, 9).unwrap()).last_seen = 50;
+        t.entry_mut(find(&t, 5).unwrap()).last_seen = 50;
         let ins = add(&mut t, 1000, established(200), 200);
         assert_eq!(ins.evicted, Some(EvictReason::Oldest));
-        assert_eq!(find(&t, 9), None);
+        assert_eq!(find(&t, 5), None);
         assert_eq!(find(&t, 1000), Some(ins.id));
         assert_eq!(t.len(), cap);
     }

@@ -173,6 +173,18 @@ impl FlowState {
     /// table).
     #[inline]
     pub fn next_tcp(self, dir: Direction, flags: u8) -> FlowState {
+        use FlowState::*;
+        // Nearly every segment: an established flow stays so unless it
+        // closes (the table below agrees; tested exhaustively).
+        if self == Established && flags & (tcp_flags::FIN | tcp_flags::RST) == 0 {
+            return self;
+        }
+        self.next_tcp_by_table(dir, flags)
+    }
+
+    /// [`FlowState::next_tcp`] without its shortcut.
+    #[inline]
+    fn next_tcp_by_table(self, dir: Direction, flags: u8) -> FlowState {
         use Direction::{Original, Reply};
         use FlowState::*;
         if self.is_udp() {
@@ -259,6 +271,15 @@ pub struct Timeouts {
     pub udp_stream: u32,
 }
 
+impl Timeouts {
+    /// The timeouts indexed by [`FlowState`] discriminant (`state as usize`),
+    /// for loops that judge many entries (eviction).
+    #[inline]
+    pub fn by_state(&self) -> [u32; FlowState::ALL.len()] {
+        FlowState::ALL.map(|s| s.timeout(self))
+    }
+}
+
 /// The largest timeout (ms) that wrapping age comparison can represent.
 pub const MAX_TIMEOUT_MS: u32 = i32::MAX as u32;
 
@@ -323,6 +344,30 @@ mod tests {
     use super::Direction::{Original, Reply};
     use super::FlowState::*;
     use super::*;
+
+    #[test]
+    fn timeouts_by_state_are_indexed_by_discriminant() {
+        let t = Timeouts::default();
+        let table = t.by_state();
+        for s in FlowState::ALL {
+            assert_eq!(table[s as usize], s.timeout(&t), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn established_shortcut_agrees_with_the_table() {
+        for flags in 0..=u8::MAX {
+            for dir in [Direction::Original, Direction::Reply] {
+                for state in FlowState::ALL {
+                    assert_eq!(
+                        state.next_tcp(dir, flags),
+                        state.next_tcp_by_table(dir, flags),
+                        "{state:?} {dir:?} flags {flags:#04x}"
+                    );
+                }
+            }
+        }
+    }
 
     const DIRS: [Direction; 2] = [Original, Reply];
 

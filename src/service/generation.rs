@@ -52,8 +52,10 @@ impl VipKey {
         }
     }
 
+    /// The key as one word (what the maps hash; a worker's one-entry VIP
+    /// memo compares it).
     #[inline]
-    fn packed(&self) -> u64 {
+    pub(crate) fn packed(&self) -> u64 {
         (u64::from(self.addr) << 32) | (u64::from(self.port) << 8) | u64::from(self.proto)
     }
 }

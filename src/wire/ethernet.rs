@@ -67,14 +67,16 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     #[inline]
     pub fn dst_addr(&self) -> MacAddr {
-        let data = self.buffer.as_ref();
-        MacAddr([data[0], data[1], data[2], data[3], data[4], data[5]])
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&self.buffer.as_ref()[field::DST]);
+        MacAddr(mac)
     }
 
     #[inline]
     pub fn src_addr(&self) -> MacAddr {
-        let data = self.buffer.as_ref();
-        MacAddr([data[6], data[7], data[8], data[9], data[10], data[11]])
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&self.buffer.as_ref()[field::SRC]);
+        MacAddr(mac)
     }
 
     #[inline]

@@ -22,12 +22,12 @@ pub use counters::{Counters, SharedCounters};
 pub use query::{EndpointCounters, EndpointReport, EndpointStat, FlowInfo, WorkerRequest};
 pub use verdict::{DropReason, Verdict};
 
-use crate::flow::{FlowKey, FlowTable, Tick, Timeouts};
+use crate::flow::{FlowId, FlowTable, Tick, Timeouts};
 use crate::hash::owner_worker;
 use crate::port::{PacketBuf, Port};
 use crate::service::Generation;
 use crate::wire::ethernet::EthernetFrame;
-use process::{classify, parse, Class, Lookup, Parsed};
+use process::{classify, parse, Class, Lookup, Parsed, VipMemo};
 
 /// Packets per burst.
 pub const BATCH: usize = 32;
@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     pub expire_budget: usize,
     /// Benchmark baseline: only swap Ethernet addresses and send back.
     pub mac_swap_only: bool,
+    /// The one-pass path for mid-flow packets of known flows. Off, every
+    /// packet takes the general path: how tests check that both agree.
+    pub fast_path: bool,
 }
 
 impl WorkerConfig {
@@ -75,6 +78,7 @@ impl WorkerConfig {
             idle: IdlePolicy::BusyPoll,
             expire_budget: 16,
             mac_swap_only: false,
+            fast_path: true,
         }
     }
 }
@@ -126,7 +130,7 @@ impl<B> Plumbing<B> {
     }
 }
 
-/// Per-packet state carried from the lookup stage to the action stage.
+/// What the general path's classification found for one packet.
 #[derive(Clone, Copy)]
 enum Stage {
     Drop(DropReason),
@@ -135,6 +139,15 @@ enum Stage {
     Forward(Parsed, Lookup),
     Reply(Parsed),
     Icmp(Parsed),
+}
+
+/// What a batched burst's first pass found for one packet.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct PreLookup {
+    /// The forward flow hash, if the frame parsed on the fast path.
+    pub(crate) hash: Option<u64>,
+    /// The flow's slot, if its hint was right.
+    pub(crate) id: Option<FlowId>,
 }
 
 /// One pinned worker.
@@ -151,18 +164,18 @@ pub struct Worker<P: Port> {
     /// Port of the burst being processed (where replies go back out).
     rx_port: u16,
     burst: Vec<P::Buf>,
-    stages: Vec<Stage>,
     tx: Vec<Vec<P::Buf>>,
     epoch: Instant,
     cfg: WorkerConfig,
-    /// Flow-table inserts and removals so far (stage-1 lookups are stale
-    /// once this moves within a burst).
+    /// Flow-table inserts and removals so far (a batched burst's first-pass
+    /// lookups are stale once this moves).
     mutations: u64,
     /// Per-endpoint counters, indexed like the current generation's endpoints.
     ep: Vec<EndpointCounters>,
     /// Spare vector for remapping `ep` at a generation switch.
     ep_spare: Vec<EndpointCounters>,
     requests: Option<Receiver<WorkerRequest>>,
+    vip_memo: VipMemo,
 }
 
 impl<P: Port> Worker<P> {
@@ -193,7 +206,6 @@ impl<P: Port> Worker<P> {
             plumbing,
             rx_port: 0,
             burst: Vec::with_capacity(BATCH),
-            stages: Vec::with_capacity(BATCH),
             tx: (0..nports).map(|_| Vec::with_capacity(BATCH * 2)).collect(),
             epoch,
             cfg,
@@ -201,6 +213,7 @@ impl<P: Port> Worker<P> {
             ep: Vec::new(),
             ep_spare: Vec::new(),
             requests: None,
+            vip_memo: VipMemo::new(),
         }
         .with_endpoint_counters()
     }
@@ -277,6 +290,7 @@ impl<P: Port> Worker<P> {
             // or the control thread) drops it: publication is the Arc swap,
             // acknowledged below, never a rule about timing.
             self.gen = g;
+            self.vip_memo.clear();
             self.shared
                 .generation
                 .store(self.gen.number, Ordering::Release);
@@ -401,9 +415,12 @@ impl<P: Port> Worker<P> {
         total
     }
 
-    /// Stage 1 (headers, classification, flow lookups for the whole burst,
-    /// so the table's cache misses overlap), then stage 2 (state, rewrite,
-    /// verdict) per packet.
+    /// One pass over the burst, packet by packet in arrival order: the
+    /// common case (a mid-flow packet of a known flow, see
+    /// [`Worker::fast_forward`]) is rewritten in place at once; anything else
+    /// takes the general path for that packet alone. On tables too large for
+    /// the cache, a first pass reads every packet's hinted flow slot so that
+    /// the burst's cache misses overlap instead of queueing one per packet.
     fn process_burst(&mut self, burst: &mut Vec<P::Buf>, now: Tick, handed: bool) {
         if self.cfg.mac_swap_only {
             for mut b in burst.drain(..) {
@@ -415,70 +432,67 @@ impl<P: Port> Worker<P> {
             }
             return;
         }
-        let mut stages = std::mem::take(&mut self.stages);
-        stages.clear();
-        let batched = self.flows.capacity() >= BATCHED_LOOKUP_MIN_FLOWS;
-        for b in burst.iter() {
-            stages.push(self.lookup_stage(b.data(), handed, !batched));
-        }
-        if batched {
-            self.batch_lookup(&mut stages);
-        }
-        let mut mutated = false;
-        for (mut b, st) in burst.drain(..).zip(stages.iter()) {
-            let (verdict, new_len) = match st {
-                Stage::Drop(r) => (Verdict::Drop(*r), None),
-                Stage::Punt => (Verdict::Punt, None),
-                Stage::Handoff(w) => (Verdict::Handoff { worker: *w }, None),
-                Stage::Forward(p, l) => {
-                    let mut l = *l;
-                    // An earlier packet of this burst may have inserted or
-                    // removed entries: the stage-1 result is only a hint then.
-                    if mutated {
-                        l.id = self.flows.lookup(&p.forward_key(), l.hash);
-                    }
-                    let before = self.mutations;
-                    let r = self.forward(b.data_mut(), p, l, now);
-                    mutated |= before != self.mutations;
-                    r
-                }
-                Stage::Reply(p) => (self.reply(b.data_mut(), p, now), None),
-                Stage::Icmp(p) => self.icmp(b.data_mut(), p),
-            };
-            if let Some(len) = new_len {
-                b.truncate(len);
+        if !self.cfg.fast_path {
+            for b in burst.drain(..) {
+                self.general(b, now, handed);
             }
-            self.dispatch(b, verdict);
+            return;
         }
-        self.stages = stages;
+        let mut pre = [PreLookup::default(); BATCH];
+        let batched = self.flows.capacity() >= BATCHED_LOOKUP_MIN_FLOWS;
+        if batched {
+            for (slot, b) in pre.iter_mut().zip(burst.iter()) {
+                *slot = self.pre_lookup(b.data());
+            }
+        }
+        // A flow created or removed by an earlier packet of this burst makes
+        // the first pass's answers stale: they count only while this holds.
+        let mutations = self.mutations;
+        for (i, mut b) in burst.drain(..).enumerate() {
+            let pre = match pre.get(i) {
+                Some(p) if batched && self.mutations == mutations => *p,
+                _ => PreLookup::default(),
+            };
+            match self.fast_forward(b.data_mut(), now, handed, pre) {
+                Some(port) => self.tx[usize::from(port)].push(b),
+                None => self.general(b, now, handed),
+            }
+        }
     }
 
-    /// Flow-table lookups for every forward packet of the burst at once, so
-    /// their cache misses overlap.
-    #[inline]
-    fn batch_lookup(&self, stages: &mut [Stage]) {
-        let mut keys = [FlowKey::default(); BATCH];
-        let mut hashes = [0u64; BATCH];
-        let mut at = [0u8; BATCH];
-        let mut n = 0;
-        for (i, st) in stages.iter().enumerate() {
-            if let Stage::Forward(p, l) = st {
-                if n < BATCH {
-                    keys[n] = p.forward_key();
-                    hashes[n] = l.hash;
-                    at[n] = i as u8;
-                    n += 1;
+    /// First pass of a batched burst: the flow hash and, when the hint is
+    /// right, the flow's slot (read now, so it is in cache for the second
+    /// pass).
+    #[inline(always)]
+    fn pre_lookup(&self, frame: &[u8]) -> PreLookup {
+        match process::parse_common(frame) {
+            Some(Ok(p)) => {
+                let key = p.forward_key();
+                let hash = self.flows.hash(&key);
+                PreLookup {
+                    hash: Some(hash),
+                    id: self.flows.hint_probe(&key, hash),
                 }
             }
+            _ => PreLookup::default(),
         }
-        let mut ids = [None; BATCH];
-        self.flows
-            .lookup_batch(&keys[..n], &hashes[..n], &mut ids[..n]);
-        for j in 0..n {
-            if let Some(Stage::Forward(_, l)) = stages.get_mut(usize::from(at[j])) {
-                l.id = ids[j];
-            }
+    }
+
+    /// The general path for one packet: every verdict, every drop reason.
+    #[inline(never)]
+    fn general(&mut self, mut b: P::Buf, now: Tick, handed: bool) {
+        let (verdict, new_len) = match self.lookup_stage(b.data(), handed, true) {
+            Stage::Drop(r) => (Verdict::Drop(r), None),
+            Stage::Punt => (Verdict::Punt, None),
+            Stage::Handoff(w) => (Verdict::Handoff { worker: w }, None),
+            Stage::Forward(p, l) => self.forward(b.data_mut(), &p, l, now),
+            Stage::Reply(p) => (self.reply(b.data_mut(), &p, now), None),
+            Stage::Icmp(p) => self.icmp(b.data_mut(), &p),
+        };
+        if let Some(len) = new_len {
+            b.truncate(len);
         }
+        self.dispatch(b, verdict);
     }
 
     #[inline]
@@ -488,7 +502,7 @@ impl<P: Port> Worker<P> {
             Err(None) => return Stage::Punt,
             Err(Some(r)) => return Stage::Drop(r),
         };
-        match classify(&self.gen, &p) {
+        match classify(&self.gen, &self.vip_memo, &p) {
             Ok(Class::Forward { svc }) => {
                 let owner = owner_worker(p.src, p.sport, self.n_workers);
                 if owner != self.id && !handed {

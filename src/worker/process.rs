@@ -1,6 +1,7 @@
 //! The per-packet pipeline: classify, find or create the flow, choose the
 //! backend, rewrite. One function per direction, one verdict per packet.
 
+use std::cell::Cell;
 use std::net::Ipv4Addr;
 
 use super::query::{endpoint_of, EndpointCounters};
@@ -50,7 +51,7 @@ pub(crate) fn parse(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
 /// anything else (VLAN tags, IP options, ICMP, ARP, short frames) to the
 /// general parser; both apply the same checks (tests/malformed.rs).
 #[inline(always)]
-fn parse_common(frame: &[u8]) -> Option<Result<Parsed, Option<DropReason>>> {
+pub(crate) fn parse_common(frame: &[u8]) -> Option<Result<Parsed, Option<DropReason>>> {
     const L3: usize = 14;
     const L4: usize = 34;
     let h: &[u8; 54] = frame.get(..54)?.try_into().ok()?;
@@ -212,8 +213,38 @@ pub(crate) enum Class {
     Icmp,
 }
 
+/// The last VIP resolved, as (packed key, service index) of the current
+/// generation: traffic comes in runs to the same VIP, and one comparison
+/// is cheaper than a map probe. Cleared at every generation switch.
+pub(crate) struct VipMemo(Cell<(u64, u32)>);
+
+/// Packed keys keep bits 24..32 clear: this matches none.
+const NO_VIP: (u64, u32) = (u64::MAX, 0);
+
+impl VipMemo {
+    pub(crate) fn new() -> VipMemo {
+        VipMemo(Cell::new(NO_VIP))
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.set(NO_VIP);
+    }
+
+    /// `g.service_for(vip)`, remembered.
+    #[inline(always)]
+    pub(crate) fn service(&self, g: &Generation, vip: &VipKey) -> Option<u32> {
+        let (key, svc) = self.0.get();
+        if key == vip.packed() {
+            return Some(svc);
+        }
+        let svc = g.service_for(vip)?;
+        self.0.set((vip.packed(), svc));
+        Some(svc)
+    }
+}
+
 #[inline]
-pub(crate) fn classify(g: &Generation, p: &Parsed) -> Result<Class, DropReason> {
+pub(crate) fn classify(g: &Generation, memo: &VipMemo, p: &Parsed) -> Result<Class, DropReason> {
     if p.o.proto == IPPROTO_ICMP {
         return Ok(Class::Icmp);
     }
@@ -222,7 +253,7 @@ pub(crate) fn classify(g: &Generation, p: &Parsed) -> Result<Class, DropReason> 
         port: p.dport,
         proto: p.o.proto,
     };
-    if let Some(svc) = g.service_for(&vip) {
+    if let Some(svc) = memo.service(g, &vip) {
         return Ok(Class::Forward { svc });
     }
     let backend = VipKey {
@@ -252,6 +283,83 @@ enum Pinned {
 }
 
 impl<P: Port> Worker<P> {
+    /// The common case in one pass: a mid-flow TCP or UDP packet of a flow
+    /// this worker already tracks, pinned under the current generation to a
+    /// backend that still carries flows and has a resolved next hop. It is
+    /// rewritten in place and its egress port returned. `None` means "not
+    /// the common case" and nothing was changed: the general path
+    /// ([`Worker::forward`] and friends) takes the packet and decides
+    /// everything again, so this path only ever agrees with it, faster.
+    #[inline(always)]
+    pub(super) fn fast_forward(
+        &mut self,
+        frame: &mut [u8],
+        now: Tick,
+        handed: bool,
+        pre: super::PreLookup,
+    ) -> Option<u16> {
+        let Some(Ok(p)) = parse_common(frame) else {
+            return None;
+        };
+        let tcp = p.o.proto == IPPROTO_TCP;
+        // TTL expiry and SYNs (S3 rescheduling) are the general path's.
+        if p.ttl <= 1 || (tcp && is_syn(p.flags)) {
+            return None;
+        }
+        let g = &*self.gen;
+        let vip = VipKey {
+            addr: p.dst,
+            port: p.dport,
+            proto: p.o.proto,
+        };
+        let svc = self.vip_memo.service(g, &vip)?;
+        if !handed && owner_worker(p.src, p.sport, self.n_workers) != self.id {
+            return None;
+        }
+        let key = p.forward_key();
+        let id = match pre {
+            super::PreLookup {
+                hash: Some(_),
+                id: Some(id),
+            } => id,
+            super::PreLookup { hash: Some(h), .. } => self.flows.lookup(&key, h)?,
+            _ => self.flows.lookup_hinted(&key, self.flows.hash(&key))?,
+        };
+        let e = self.flows.entry_mut(id);
+        // An entry pinned under an older generation is re-resolved by
+        // identity on the general path (its endpoint index may have moved).
+        if e.generation != g.number as u32 {
+            return None;
+        }
+        let ep = g.endpoint(e.endpoint);
+        if !ep.state.carries_flows() || ep.service != svc {
+            return None;
+        }
+        let (port, mac) = ep.egress?;
+        let link = g.link(port)?;
+        if usize::from(port) >= self.tx.len() {
+            return None;
+        }
+        e.last_seen = now;
+        e.state = if tcp {
+            e.state.next_tcp(Direction::Original, p.flags)
+        } else {
+            e.state.next_udp(Direction::Original)
+        };
+        if let Some(c) = self.ep.get_mut(e.endpoint as usize) {
+            c.packets_in += 1;
+            c.bytes_in += frame.len() as u64;
+        }
+        // parse_common accepted the frame, so it has the fixed layout.
+        let rewritten = nat::dnat_common(frame, ep.addr, ep.port, link.mac, mac);
+        debug_assert!(
+            rewritten,
+            "parse_common accepted a frame dnat_common refuses"
+        );
+        self.counters.forwarded += 1;
+        Some(port)
+    }
+
     /// Client -> VIP. `id` is the table lookup's result for `key`.
     #[inline]
     pub(crate) fn forward(
@@ -331,7 +439,10 @@ impl<P: Port> Worker<P> {
         let Some(link) = g.link(port) else {
             return (Verdict::Drop(DropReason::NoRoute), None);
         };
-        nat::dnat(frame, p.o, Ipv4Addr::from(ep.addr), ep.port, link.mac, mac);
+        let common = p.o.l3 == 14 && p.o.l4 == 34;
+        if !(common && nat::dnat_common(frame, ep.addr, ep.port, link.mac, mac)) {
+            nat::dnat(frame, p.o, Ipv4Addr::from(ep.addr), ep.port, link.mac, mac);
+        }
         self.counters.forwarded += 1;
         (Verdict::Forward { port }, None)
     }

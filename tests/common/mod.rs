@@ -266,6 +266,16 @@ impl Rig {
     }
 
     pub fn with_capacity(n: u32, specs: &[ServiceSpec], capacity: usize) -> Rig {
+        Rig::with_config(n, specs, capacity, |_| {})
+    }
+
+    /// A rig whose workers' configuration `tune` adjusts.
+    pub fn with_config(
+        n: u32,
+        specs: &[ServiceSpec],
+        capacity: usize,
+        tune: impl Fn(&mut WorkerConfig),
+    ) -> Rig {
         let gen = Arc::new(Generation::build(1, &topology(), specs).expect("valid specs"));
         let plumbing = Plumbing::new(n as usize, 1024);
         let epoch = Instant::now();
@@ -283,6 +293,7 @@ impl Rig {
             let shared = Arc::new(SharedCounters::default());
             let mut cfg = WorkerConfig::new(i, n);
             cfg.flow_capacity = capacity;
+            tune(&mut cfg);
             rig.workers.push(Worker::new(
                 cfg,
                 vec![p0, p1],
