@@ -199,7 +199,7 @@ pub struct MaglevTable {
 }
 
 /// Permutation positions a backend examines per look-ahead scan.
-const LOOKAHEAD: usize = 8;
+const LOOKAHEAD: usize = 16;
 
 /// Where one active backend is in its permutation, plus its weight credit.
 #[derive(Clone, Copy)]
@@ -239,9 +239,9 @@ impl Cursor {
     }
 }
 
-/// `(a * b) mod d` for `a, b < d <= 2^24` by Barrett reduction: the product
-/// is below 2^48, so the quotient estimate `(x * floor(2^64 / d)) >> 64` is
-/// short by at most one and a single subtraction corrects it.
+/// Multiplication modulo a table size `d` by Barrett reduction: with
+/// `m = floor(2^64 / d)` the quotient estimate `(x * m) >> 64` is short by at
+/// most one, so a single subtraction corrects it.
 #[derive(Clone, Copy)]
 struct MulMod {
     d: u64,
@@ -256,12 +256,15 @@ impl MulMod {
         }
     }
 
+    /// `(a * b) mod d` for any `a, b < 2^32`: the estimate is short by at
+    /// most one for every 64-bit product.
     #[inline(always)]
     fn mul(self, a: u32, b: u32) -> u32 {
         let x = a as u64 * b as u64;
         let q = ((x as u128 * self.m as u128) >> 64) as u64;
         let r = x - q * self.d;
-        (if r >= self.d { r - self.d } else { r }) as u32
+        // Branch-free "subtract d if r >= d": below d, r - d wraps above r.
+        r.min(r.wrapping_sub(self.d)) as u32
     }
 
     /// Inverse of `a` (nonzero, `d` prime) by Fermat: `a^(d-2)`.
@@ -285,14 +288,15 @@ impl MulMod {
 /// The result is defined by probing: a claim gives the backend the first
 /// free slot of its permutation after its previous claim. Three things make
 /// that cheap without changing which slot it is:
-/// - probes test an occupancy bitmap (8 KiB at 65537 slots, L1-resident),
+/// - probes test a bitmap of free slots (8 KiB at 65537 slots, L1-resident),
 ///   not the 128 KiB of `u16` slots;
-/// - a backend examines its permutation [`LOOKAHEAD`] positions at a time
-///   without branching on each, and keeps the ones found free. Occupancy
-///   only grows, so a position found taken stays taken and need not be seen
-///   again, while one found free is checked again when its turn comes. This
-///   trades one mispredicted "free?" branch per probe-run for straight-line
-///   code;
+/// - a backend examines its permutation [`LOOKAHEAD`] positions at a time,
+///   in four interleaved chains and without a branch per position, and
+///   keeps the ones found free. Occupancy only grows, so a position found
+///   taken stays taken and is never examined again, while one found free is
+///   checked again when its turn comes (another backend may have taken it
+///   since). The data-dependent "free?" branch, mispredicted about once per
+///   claim, now runs once per kept position instead of once per probe;
 /// - a claim by probing costs `size / free` probes on average, so the last
 ///   few hundred slots would cost a large share of the `size * ln(size)`
 ///   total. Once at most `endgame_at` slots are free, claims search the
@@ -302,7 +306,8 @@ impl MulMod {
 ///   taken), at `free` multiplications per claim.
 struct Filling<'a> {
     slots: &'a mut [u16],
-    occupied: Vec<u64>,
+    /// Bit `p` set while slot `p` is free; bits past `size` are clear.
+    vacant: Vec<u64>,
     size: u32,
     remaining: usize,
     endgame_at: usize,
@@ -315,7 +320,7 @@ impl<'a> Filling<'a> {
     fn new(slots: &'a mut [u16], endgame_at: usize) -> Self {
         let size = slots.len() as u32;
         Filling {
-            occupied: vec![0u64; slots.len().div_ceil(64)],
+            vacant: vacancy_bitmap(slots.len()),
             remaining: slots.len(),
             endgame_at,
             free: Vec::new(),
@@ -325,33 +330,26 @@ impl<'a> Filling<'a> {
         }
     }
 
-    /// 1 if `pos` is taken; positions past the bitmap read as taken, though
-    /// none is ever asked for.
+    /// 1 if slot `pos` is free; positions past the bitmap read as taken,
+    /// though none is ever asked for.
     #[inline(always)]
-    fn taken_bit(&self, pos: u32) -> usize {
-        let bits = self
-            .occupied
-            .get((pos >> 6) as usize)
-            .copied()
-            .unwrap_or(u64::MAX);
+    fn free_bit(&self, pos: u32) -> usize {
+        let bits = self.vacant.get((pos >> 6) as usize).copied().unwrap_or(0);
         ((bits >> (pos & 63)) & 1) as usize
     }
 
     #[inline(always)]
     fn add_mod(&self, a: u32, b: u32) -> u32 {
-        // Both < size, so the sum wraps at most once.
+        // Both < size, so the sum wraps at most once; below size, sum - size
+        // wraps above sum, so the minimum selects without a branch.
         let sum = a + b;
-        if sum >= self.size {
-            sum - self.size
-        } else {
-            sum
-        }
+        sum.min(sum.wrapping_sub(self.size))
     }
 
     #[inline(always)]
     fn take(&mut self, pos: u32, input_index: u16) -> bool {
-        if let Some(bits) = self.occupied.get_mut((pos >> 6) as usize) {
-            *bits |= 1u64 << (pos & 63);
+        if let Some(bits) = self.vacant.get_mut((pos >> 6) as usize) {
+            *bits &= !(1u64 << (pos & 63));
         }
         if let Some(slot) = self.slots.get_mut(pos as usize) {
             *slot = input_index;
@@ -366,14 +364,31 @@ impl<'a> Filling<'a> {
     /// bitmap.
     #[inline(always)]
     fn scan(&self, cursor: &mut Cursor) {
-        let mut pos = cursor.pos;
+        // Four interleaved chains (positions 4k, 4k+1, 4k+2, 4k+3 of the
+        // run) each advance by 4 * skip, so the loop-carried dependency of
+        // one modular step is paid once per four probes.
+        let skip = cursor.skip;
+        let skip_x2 = self.add_mod(skip, skip);
+        let skip_x4 = self.add_mod(skip_x2, skip_x2);
+        let p0 = cursor.pos;
+        let p2 = self.add_mod(p0, skip_x2);
+        let mut lanes = [p0, self.add_mod(p0, skip), p2, self.add_mod(p2, skip)];
+        // Below wrap_at, p - wrap_at wraps above any slot, so the minimum
+        // is the unwrapped sum: a select, never a branch.
+        let wrap_at = self.size - skip_x4;
+        let mut ahead = [0u32; LOOKAHEAD];
         let mut len = 0usize;
-        for _ in 0..LOOKAHEAD {
-            cursor.ahead[len % LOOKAHEAD] = pos;
-            len += 1 - self.taken_bit(pos);
-            pos = self.add_mod(pos, cursor.skip);
+        for _ in 0..LOOKAHEAD / 4 {
+            for &pos in &lanes {
+                ahead[len % LOOKAHEAD] = pos;
+                len += self.free_bit(pos);
+            }
+            for pos in &mut lanes {
+                *pos = (*pos + skip_x4).min(pos.wrapping_sub(wrap_at));
+            }
         }
-        cursor.pos = pos;
+        cursor.ahead = ahead;
+        cursor.pos = lanes[0];
         cursor.next = 0;
         cursor.len = len as u8;
     }
@@ -382,16 +397,16 @@ impl<'a> Filling<'a> {
     /// returns true once the table is full. Only called while a slot is free.
     #[inline(always)]
     fn claim(&mut self, cursor: &mut Cursor) -> bool {
+        if self.remaining <= self.endgame_at {
+            return self.claim_from_free_list(cursor);
+        }
         loop {
             while cursor.next < cursor.len {
                 let pos = cursor.ahead[cursor.next as usize % LOOKAHEAD];
                 cursor.next += 1;
-                if self.taken_bit(pos) == 0 {
+                if self.free_bit(pos) != 0 {
                     return self.take(pos, cursor.input_index);
                 }
-            }
-            if self.remaining <= self.endgame_at {
-                return self.claim_from_free_list(cursor);
             }
             // A permutation of a prime-sized table visits every slot once
             // per `size` steps, so scanning finds a free slot.
@@ -401,51 +416,48 @@ impl<'a> Filling<'a> {
 
     #[cold]
     fn list_free(&mut self) {
-        let size = self.size;
-        for (word_index, &bits) in self.occupied.iter().enumerate() {
-            let mut vacant = !bits;
+        for (word_index, &bits) in self.vacant.iter().enumerate() {
+            let mut vacant = bits;
             while vacant != 0 {
-                let pos = (word_index as u32) * 64 + vacant.trailing_zeros();
+                self.free
+                    .push((word_index as u32) * 64 + vacant.trailing_zeros());
                 vacant &= vacant - 1;
-                if pos < size {
-                    self.free.push(pos);
-                }
             }
         }
     }
 
-    /// The endgame claim; `cursor` has no free look-ahead position left.
+    /// The endgame claim.
     fn claim_from_free_list(&mut self, cursor: &mut Cursor) -> bool {
         if self.free.is_empty() {
             self.list_free();
         }
+        // Only this function takes slots from here on, so the list stays
+        // exact. Positions still in the look-ahead are the only untaken ones
+        // between the first of them and `pos`: step back to that one and
+        // let the list find it (or whatever comes first now).
+        if cursor.next < cursor.len {
+            cursor.pos = cursor.ahead[cursor.next as usize % LOOKAHEAD];
+            cursor.next = cursor.len;
+        }
         if cursor.skip_inverse == 0 {
             cursor.skip_inverse = self.mulmod.inverse(cursor.skip);
         }
-        let (base, inverse, size, mulmod) =
-            (cursor.pos, cursor.skip_inverse, self.size, self.mulmod);
-        // Look-ahead claims also take listed positions; drop those while
-        // searching (the write always happens, the length advances only
-        // past free ones). Key (steps << 32 | list index): the minimum names
-        // the nearest free position; steps differ for different positions,
-        // so there are no ties.
-        let mut best = u64::MAX;
-        let mut kept = 0usize;
-        for index in 0..self.free.len() {
-            let pos = self.free[index];
-            let taken = self.taken_bit(pos);
-            self.free[kept] = pos;
-            let distance = if pos >= base {
-                pos - base
-            } else {
-                pos + size - base
-            };
-            let steps = mulmod.mul(distance, inverse) as u64 | (taken as u64) << 31;
-            best = best.min(steps << 32 | kept as u64);
-            kept += 1 - taken;
+        let (inverse, mulmod) = (cursor.skip_inverse, self.mulmod);
+        // pos + offset is congruent to pos - cursor.pos and never negative;
+        // the reduction absorbs the extra `size`, so nothing branches on
+        // the order of the two.
+        let offset = self.size - cursor.pos;
+        // The running minimum changes about ln(free) times per pass, so
+        // the branch is nearly always predicted; steps differ for different
+        // positions, so there are no ties.
+        let (mut best_steps, mut index) = (u32::MAX, 0usize);
+        for (i, &pos) in self.free.iter().enumerate() {
+            let steps = mulmod.mul(pos + offset, inverse);
+            if steps < best_steps {
+                best_steps = steps;
+                index = i;
+            }
         }
-        self.free.truncate(kept);
-        let index = (best & 0xffff_ffff) as usize;
         if index >= self.free.len() {
             return self.remaining == 0;
         }
@@ -455,14 +467,27 @@ impl<'a> Filling<'a> {
     }
 }
 
-/// Free-slot count at which claims switch from probing to the free list.
-/// Probing costs about `size / free` probes per claim, the list `free`
-/// multiply-and-reduce steps, each worth a few probes; measured at 65537
-/// slots, switching at `sqrt(size) / 2` (128 free) beat `sqrt(size)` and
-/// `2 sqrt(size)`.
-fn endgame_threshold(size: usize) -> usize {
-    (size as f64).sqrt() as usize / 2
+/// All `size` slots free: whole words of ones, then the partial last word.
+fn vacancy_bitmap(size: usize) -> Vec<u64> {
+    let mut bits = vec![u64::MAX; size.div_ceil(64)];
+    if let Some(last) = bits.last_mut() {
+        if size % 64 != 0 {
+            *last = (1u64 << (size % 64)) - 1;
+        }
+    }
+    bits
 }
+
+/// Free-slot count at which claims switch from probing to the free list.
+/// Probing costs about `size / free` probes per claim and the list `free`
+/// multiply-and-reduce steps, each about as dear as a probe (measured in
+/// instructions at 65537 slots: `sqrt(size)` beat half and twice that), so
+/// they break even near `sqrt(size)`.
+fn endgame_threshold(size: usize) -> usize {
+    (size as f64).sqrt() as usize
+}
+
+/// How the weighted fill is executed. Both give the same table; they differ
 /// only in cost, which depends on how skewed the weights are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FillStrategy {
