@@ -432,9 +432,9 @@ impl<'a> Filling<'a> {
             self.list_free();
         }
         // Only this function takes slots from here on, so the list stays
-        // exact. Positions still in the look-ahead are the only untaken ones
-        // between the first of them and `pos`: step back to that one and
-        // let the list find it (or whatever comes first now).
+        // exact. Between the first unread look-ahead position and `pos`,
+        // only look-ahead positions can still be free: step back to the
+        // first of them and let the list search from there.
         if cursor.next < cursor.len {
             cursor.pos = cursor.ahead[cursor.next as usize % LOOKAHEAD];
             cursor.next = cursor.len;
