@@ -198,72 +198,293 @@ pub struct MaglevTable {
     fastmod_m: u64,
 }
 
+/// Permutation positions a backend examines per look-ahead scan.
+const LOOKAHEAD: usize = 16;
+
 /// Where one active backend is in its permutation, plus its weight credit.
 #[derive(Clone, Copy)]
 struct Cursor {
+    /// First permutation position not yet examined.
     pos: u32,
     skip: u32,
+    /// `skip^-1 mod size`, computed on the first endgame claim; 0 until then
+    /// (never a valid inverse).
+    skip_inverse: u32,
     weight: u32,
     /// Index into the caller's slice: what the slots store.
     input_index: u16,
+    /// `ahead[next..len]`: positions the last scan found free, in permutation
+    /// order; the ones before `pos` that are worth a second look.
+    next: u8,
+    len: u8,
+    ahead: [u32; LOOKAHEAD],
     /// Weight accumulated and not yet spent on a slot (round strategy), or
     /// slots placed so far (event strategy).
     credit: u64,
 }
 
-/// The table being filled. Probes test an occupancy bitmap rather than the
-/// slots: at 65537 slots the bitmap is 8 KiB and stays in L1, while the `u16`
-/// slots are 128 KiB, and the build is dominated by probes (about
-/// `size * ln(size)` of them) whose latency the mispredicted "slot taken?"
-/// branch exposes.
+impl Cursor {
+    fn new(offset: u32, skip: u32, weight: u32, input_index: u16) -> Self {
+        Cursor {
+            pos: offset,
+            skip,
+            skip_inverse: 0,
+            weight,
+            input_index,
+            next: 0,
+            len: 0,
+            ahead: [0; LOOKAHEAD],
+            credit: 0,
+        }
+    }
+}
+
+/// Multiplication modulo a table size `d` by Barrett reduction: with
+/// `m = floor(2^64 / d)` the quotient estimate `(x * m) >> 64` is short by at
+/// most one, so a single subtraction corrects it.
+#[derive(Clone, Copy)]
+struct MulMod {
+    d: u64,
+    m: u64,
+}
+
+impl MulMod {
+    fn new(d: u32) -> Self {
+        MulMod {
+            d: d as u64,
+            m: u64::MAX / d as u64,
+        }
+    }
+
+    /// `(a * b) mod d` for any `a, b < 2^32`: the estimate is short by at
+    /// most one for every 64-bit product.
+    #[inline(always)]
+    fn mul(self, a: u32, b: u32) -> u32 {
+        let x = a as u64 * b as u64;
+        let q = ((x as u128 * self.m as u128) >> 64) as u64;
+        let r = x - q * self.d;
+        // Branch-free "subtract d if r >= d": below d, r - d wraps above r.
+        r.min(r.wrapping_sub(self.d)) as u32
+    }
+
+    /// Inverse of `a` (nonzero, `d` prime) by Fermat: `a^(d-2)`.
+    fn inverse(self, a: u32) -> u32 {
+        let mut result = 1u32;
+        let mut base = a;
+        let mut e = self.d as u32 - 2;
+        while e > 0 {
+            if e & 1 == 1 {
+                result = self.mul(result, base);
+            }
+            base = self.mul(base, base);
+            e >>= 1;
+        }
+        result
+    }
+}
+
+/// The table being filled.
+///
+/// The result is defined by probing: a claim gives the backend the first
+/// free slot of its permutation after its previous claim. Three things make
+/// that cheap without changing which slot it is:
+/// - probes test a bitmap of free slots (8 KiB at 65537 slots, L1-resident),
+///   not the 128 KiB of `u16` slots;
+/// - a backend examines its permutation [`LOOKAHEAD`] positions at a time,
+///   in four interleaved chains and without a branch per position, and
+///   keeps the ones found free. Occupancy only grows, so a position found
+///   taken stays taken and is never examined again, while one found free is
+///   checked again when its turn comes (another backend may have taken it
+///   since). The data-dependent "free?" branch, mispredicted about once per
+///   claim, now runs once per kept position instead of once per probe;
+/// - a claim by probing costs `size / free` probes on average, so the last
+///   few hundred slots would cost a large share of the `size * ln(size)`
+///   total. Once at most `endgame_at` slots are free, claims search the
+///   explicit list of free positions instead: the next free slot of a
+///   permutation is the free position `p` fewest steps
+///   `(p - pos) * skip^-1 mod size` away (every position fewer steps away is
+///   taken), at `free` multiplications per claim.
 struct Filling<'a> {
     slots: &'a mut [u16],
-    occupied: Vec<u64>,
+    /// Bit `p` set while slot `p` is free; bits past `size` are clear.
+    vacant: Vec<u64>,
     size: u32,
     remaining: usize,
+    endgame_at: usize,
+    /// Free positions, listed on entering the endgame (empty before).
+    free: Vec<u32>,
+    mulmod: MulMod,
 }
 
 impl<'a> Filling<'a> {
-    fn new(slots: &'a mut [u16]) -> Self {
+    fn new(slots: &'a mut [u16], endgame_at: usize) -> Self {
         let size = slots.len() as u32;
         Filling {
-            occupied: vec![0u64; slots.len().div_ceil(64)],
+            vacant: vacancy_bitmap(slots.len()),
             remaining: slots.len(),
+            endgame_at,
+            free: Vec::new(),
+            mulmod: MulMod::new(size),
             slots,
             size,
         }
     }
 
+    /// 1 if slot `pos` is free; positions past the bitmap read as taken,
+    /// though none is ever asked for.
+    #[inline(always)]
+    fn free_bit(&self, pos: u32) -> usize {
+        let bits = self.vacant.get((pos >> 6) as usize).copied().unwrap_or(0);
+        ((bits >> (pos & 63)) & 1) as usize
+    }
+
+    #[inline(always)]
+    fn add_mod(&self, a: u32, b: u32) -> u32 {
+        // Both < size, so the sum wraps at most once; below size, sum - size
+        // wraps above sum, so the minimum selects without a branch.
+        let sum = a + b;
+        sum.min(sum.wrapping_sub(self.size))
+    }
+
+    #[inline(always)]
+    fn take(&mut self, pos: u32, input_index: u16) -> bool {
+        if let Some(bits) = self.vacant.get_mut((pos >> 6) as usize) {
+            *bits &= !(1u64 << (pos & 63));
+        }
+        if let Some(slot) = self.slots.get_mut(pos as usize) {
+            *slot = input_index;
+        }
+        self.remaining -= 1;
+        self.remaining == 0
+    }
+
+    /// Examines the next [`LOOKAHEAD`] positions of `cursor`'s permutation
+    /// and keeps the free ones. Every position is written to the buffer and
+    /// the length advances only past free ones, so no branch depends on the
+    /// bitmap.
+    #[inline(always)]
+    fn scan(&self, cursor: &mut Cursor) {
+        // Four interleaved chains (positions 4k, 4k+1, 4k+2, 4k+3 of the
+        // run) each advance by 4 * skip, so the loop-carried dependency of
+        // one modular step is paid once per four probes.
+        let skip = cursor.skip;
+        let skip_x2 = self.add_mod(skip, skip);
+        let skip_x4 = self.add_mod(skip_x2, skip_x2);
+        let p0 = cursor.pos;
+        let p2 = self.add_mod(p0, skip_x2);
+        let mut lanes = [p0, self.add_mod(p0, skip), p2, self.add_mod(p2, skip)];
+        // Below wrap_at, p - wrap_at wraps above any slot, so the minimum
+        // is the unwrapped sum: a select, never a branch.
+        let wrap_at = self.size - skip_x4;
+        let mut ahead = [0u32; LOOKAHEAD];
+        let mut len = 0usize;
+        for _ in 0..LOOKAHEAD / 4 {
+            for &pos in &lanes {
+                ahead[len % LOOKAHEAD] = pos;
+                len += self.free_bit(pos);
+            }
+            for pos in &mut lanes {
+                *pos = (*pos + skip_x4).min(pos.wrapping_sub(wrap_at));
+            }
+        }
+        cursor.ahead = ahead;
+        cursor.pos = lanes[0];
+        cursor.next = 0;
+        cursor.len = len as u8;
+    }
+
     /// Gives `cursor`'s backend the next free slot of its permutation;
-    /// returns true once the table is full. Only called while a slot is free,
-    /// and a permutation of a prime-sized table visits every slot once per
-    /// `size` steps, so the probe loop terminates.
+    /// returns true once the table is full. Only called while a slot is free.
     #[inline(always)]
     fn claim(&mut self, cursor: &mut Cursor) -> bool {
+        if self.remaining <= self.endgame_at {
+            return self.claim_from_free_list(cursor);
+        }
         loop {
-            let pos = cursor.pos;
-            // Incremental permutation: pos + skip wraps at most once since
-            // both are < size, so a subtraction replaces the modulo.
-            let next = pos + cursor.skip;
-            cursor.pos = if next >= self.size {
-                next - self.size
-            } else {
-                next
-            };
-            let (word, bit) = ((pos >> 6) as usize, 1u64 << (pos & 63));
-            let Some(bits) = self.occupied.get_mut(word) else {
-                continue;
-            };
-            if *bits & bit == 0 {
-                *bits |= bit;
-                if let Some(slot) = self.slots.get_mut(pos as usize) {
-                    *slot = cursor.input_index;
+            while cursor.next < cursor.len {
+                let pos = cursor.ahead[cursor.next as usize % LOOKAHEAD];
+                cursor.next += 1;
+                if self.free_bit(pos) != 0 {
+                    return self.take(pos, cursor.input_index);
                 }
-                self.remaining -= 1;
-                return self.remaining == 0;
+            }
+            // A permutation of a prime-sized table visits every slot once
+            // per `size` steps, so scanning finds a free slot.
+            self.scan(cursor);
+        }
+    }
+
+    #[cold]
+    fn list_free(&mut self) {
+        for (word_index, &bits) in self.vacant.iter().enumerate() {
+            let mut vacant = bits;
+            while vacant != 0 {
+                self.free
+                    .push((word_index as u32) * 64 + vacant.trailing_zeros());
+                vacant &= vacant - 1;
             }
         }
     }
+
+    /// The endgame claim.
+    fn claim_from_free_list(&mut self, cursor: &mut Cursor) -> bool {
+        if self.free.is_empty() {
+            self.list_free();
+        }
+        // Only this function takes slots from here on, so the list stays
+        // exact. Between the first unread look-ahead position and `pos`,
+        // only look-ahead positions can still be free: step back to the
+        // first of them and let the list search from there.
+        if cursor.next < cursor.len {
+            cursor.pos = cursor.ahead[cursor.next as usize % LOOKAHEAD];
+            cursor.next = cursor.len;
+        }
+        if cursor.skip_inverse == 0 {
+            cursor.skip_inverse = self.mulmod.inverse(cursor.skip);
+        }
+        let (inverse, mulmod) = (cursor.skip_inverse, self.mulmod);
+        // pos + offset is congruent to pos - cursor.pos and never negative;
+        // the reduction absorbs the extra `size`, so nothing branches on
+        // the order of the two.
+        let offset = self.size - cursor.pos;
+        // The running minimum changes about ln(free) times per pass, so
+        // the branch is nearly always predicted; steps differ for different
+        // positions, so there are no ties.
+        let (mut best_steps, mut index) = (u32::MAX, 0usize);
+        for (i, &pos) in self.free.iter().enumerate() {
+            let steps = mulmod.mul(pos + offset, inverse);
+            if steps < best_steps {
+                best_steps = steps;
+                index = i;
+            }
+        }
+        if index >= self.free.len() {
+            return self.remaining == 0;
+        }
+        let pos = self.free.swap_remove(index);
+        cursor.pos = self.add_mod(pos, cursor.skip);
+        self.take(pos, cursor.input_index)
+    }
+}
+
+/// All `size` slots free: whole words of ones, then the partial last word.
+fn vacancy_bitmap(size: usize) -> Vec<u64> {
+    let mut bits = vec![u64::MAX; size.div_ceil(64)];
+    if let Some(last) = bits.last_mut() {
+        if size % 64 != 0 {
+            *last = (1u64 << (size % 64)) - 1;
+        }
+    }
+    bits
+}
+
+/// Free-slot count at which claims switch from probing to the free list.
+/// Probing costs about `size / free` probes per claim and the list `free`
+/// multiply-and-reduce steps, each about as dear as a probe (measured in
+/// instructions at 65537 slots: `sqrt(size)` beat half and twice that), so
+/// they break even near `sqrt(size)`.
+fn endgame_threshold(size: usize) -> usize {
+    (size as f64).sqrt() as usize
 }
 
 /// How the weighted fill is executed. Both give the same table; they differ
@@ -272,6 +493,14 @@ impl<'a> Filling<'a> {
 enum FillStrategy {
     Rounds,
     Events,
+}
+
+/// Overrides of the automatic choices, for tests that check every way of
+/// filling gives the same table.
+#[derive(Clone, Copy, Debug, Default)]
+struct FillOptions {
+    strategy: Option<FillStrategy>,
+    endgame_at: Option<usize>,
 }
 
 impl FillStrategy {
@@ -302,14 +531,14 @@ impl MaglevTable {
         size: u32,
         seed: u64,
     ) -> Result<MaglevTable, MaglevError> {
-        Self::build_with(backends, size, seed, None)
+        Self::build_with(backends, size, seed, FillOptions::default())
     }
 
     fn build_with(
         backends: &[MaglevBackend],
         size: u32,
         seed: u64,
-        forced: Option<FillStrategy>,
+        options: FillOptions,
     ) -> Result<MaglevTable, MaglevError> {
         validate_table_size(size)?;
         if backends.len() > MAX_BACKENDS {
@@ -358,20 +587,20 @@ impl MaglevTable {
                 hash_bytes_v1(identity.as_bytes(), table_seed_skip),
                 size - 1,
             );
-            cursors.push(Cursor {
-                pos: offset,
-                skip,
-                weight: backend.weight,
-                input_index: i,
-                credit: 0,
-            });
+            cursors.push(Cursor::new(offset, skip, backend.weight, i));
         }
 
         if let Some(max_weight) = cursors.iter().map(|c| c.weight).max() {
-            let strategy = forced.unwrap_or_else(|| FillStrategy::choose(&cursors, max_weight));
+            let strategy = options
+                .strategy
+                .unwrap_or_else(|| FillStrategy::choose(&cursors, max_weight));
+            let endgame_at = options
+                .endgame_at
+                .unwrap_or_else(|| endgame_threshold(slots.len()));
+            let mut filling = Filling::new(&mut slots, endgame_at);
             match strategy {
-                FillStrategy::Rounds => fill_by_rounds(&mut slots, &mut cursors, max_weight),
-                FillStrategy::Events => fill_by_events(&mut slots, &mut cursors, max_weight),
+                FillStrategy::Rounds => fill_by_rounds(&mut filling, &mut cursors, max_weight),
+                FillStrategy::Events => fill_by_events(&mut filling, &mut cursors, max_weight),
             }
         }
 
@@ -464,8 +693,7 @@ impl MaglevTable {
 /// bit. Ties (two backends wanting the same slot) go to whichever claims first
 /// in a round: the one earlier in canonical (address, port) order, never the
 /// earlier in the caller's list. With equal weights this is plain Maglev.
-fn fill_by_rounds(slots: &mut [u16], cursors: &mut [Cursor], max_weight: u32) {
-    let mut filling = Filling::new(slots);
+fn fill_by_rounds(filling: &mut Filling<'_>, cursors: &mut [Cursor], max_weight: u32) {
     loop {
         for cursor in cursors.iter_mut() {
             cursor.credit += cursor.weight as u64;
@@ -486,8 +714,7 @@ fn fill_by_rounds(slots: &mut [u16], cursors: &mut [Cursor], max_weight: u32) {
 /// `i`'s `k`-th claim happens in round `ceil(k * w_max / w_i)`; within a round
 /// claims go in canonical order, which the heap key `(round, position)`
 /// reproduces.
-fn fill_by_events(slots: &mut [u16], cursors: &mut [Cursor], max_weight: u32) {
-    let mut filling = Filling::new(slots);
+fn fill_by_events(filling: &mut Filling<'_>, cursors: &mut [Cursor], max_weight: u32) {
     let max_weight = max_weight as u64;
     let round_of_claim = |claim: u64, weight: u32| (claim * max_weight).div_ceil(weight as u64);
     let mut heap: BinaryHeap<Reverse<(u64, u32)>> = cursors
@@ -527,6 +754,7 @@ impl fmt::Debug for MaglevTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{any, prop_assert, prop_assume, prop_oneof, Just, Strategy};
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn v4_backends(n: usize, weight: impl Fn(usize) -> u32) -> Vec<MaglevBackend> {
@@ -697,10 +925,26 @@ mod tests {
         for (k, weight) in weight_sets.iter().enumerate() {
             for (n, size) in [(1, 7), (5, 251), (40, 4093), (300, 65537)] {
                 let b = v4_backends(n, weight);
-                let rounds =
-                    MaglevTable::build_with(&b, size, 5, Some(FillStrategy::Rounds)).unwrap();
-                let events =
-                    MaglevTable::build_with(&b, size, 5, Some(FillStrategy::Events)).unwrap();
+                let rounds = MaglevTable::build_with(
+                    &b,
+                    size,
+                    5,
+                    FillOptions {
+                        strategy: Some(FillStrategy::Rounds),
+                        endgame_at: None,
+                    },
+                )
+                .unwrap();
+                let events = MaglevTable::build_with(
+                    &b,
+                    size,
+                    5,
+                    FillOptions {
+                        strategy: Some(FillStrategy::Events),
+                        endgame_at: None,
+                    },
+                )
+                .unwrap();
                 assert_eq!(
                     rounds.slots(),
                     events.slots(),
@@ -768,6 +1012,147 @@ mod tests {
         assert_eq!(t.digest(&b), FROZEN_DIGEST);
         let t = MaglevTable::build(&b, DEFAULT_TABLE_SIZE, 42).unwrap();
         assert_eq!(t.digest(&b), FROZEN_DIGEST_65537);
+    }
+
+    /// The fill as specified, with nothing clever: backend `b`'s `j`-th
+    /// permutation entry is `(offset + j * skip) mod size`, computed afresh;
+    /// every round each backend (canonical order) adds its weight to its
+    /// credit and, once the credit reaches the largest weight, spends that
+    /// much on the first free entry of its permutation.
+    fn reference_fill(backends: &[MaglevBackend], size: u32, seed: u64) -> Vec<u16> {
+        let mut order: Vec<usize> = (0..backends.len()).collect();
+        order.sort_by_key(|&i| (backends[i].addr, backends[i].port));
+        let offset_seed = hash_words_v1(seed, OFFSET_DOMAIN, 0);
+        let skip_seed = hash_words_v1(seed, SKIP_DOMAIN, 0);
+        // (input index, weight, offset, skip, next j, credit)
+        let mut active: Vec<(u16, u64, u64, u64, u64, u64)> = order
+            .iter()
+            .filter(|&&i| backends[i].weight > 0)
+            .map(|&i| {
+                let id = IdentityBytes::of(&backends[i]);
+                let offset = reduce(hash_bytes_v1(id.as_bytes(), offset_seed), size);
+                let skip = 1 + reduce(hash_bytes_v1(id.as_bytes(), skip_seed), size - 1);
+                let weight = backends[i].weight as u64;
+                (i as u16, weight, offset as u64, skip as u64, 0, 0)
+            })
+            .collect();
+        let mut table = vec![NO_BACKEND; size as usize];
+        let Some(max_weight) = active.iter().map(|a| a.1).max() else {
+            return table;
+        };
+        let mut filled = 0;
+        loop {
+            for (index, weight, offset, skip, next_j, credit) in active.iter_mut() {
+                *credit += *weight;
+                if *credit < max_weight {
+                    continue;
+                }
+                *credit -= max_weight;
+                loop {
+                    let pos = ((*offset + *next_j * *skip) % size as u64) as usize;
+                    *next_j += 1;
+                    if table[pos] == NO_BACKEND {
+                        table[pos] = *index;
+                        filled += 1;
+                        break;
+                    }
+                }
+                if filled == size as usize {
+                    return table;
+                }
+            }
+        }
+    }
+
+    fn random_backends() -> impl Strategy<Value = Vec<MaglevBackend>> {
+        let weight = prop_oneof![
+            3 => Just(1u32),
+            2 => 0u32..=10,
+            2 => 1u32..=1000,
+            1 => Just(0u32),
+            1 => Just(1_000_000u32),
+            1 => Just(u32::MAX),
+        ];
+        proptest::collection::btree_map(
+            (any::<bool>(), any::<u32>(), any::<u16>()),
+            weight,
+            1..=300,
+        )
+        .prop_map(|ids| {
+            ids.into_iter()
+                .map(|((v6, addr, port), w)| {
+                    let ip = if v6 {
+                        IpAddr::V6(Ipv6Addr::new(
+                            0x2001,
+                            0xdb8,
+                            0,
+                            0,
+                            0,
+                            0,
+                            (addr >> 16) as u16,
+                            addr as u16,
+                        ))
+                    } else {
+                        IpAddr::V4(Ipv4Addr::from(addr))
+                    };
+                    MaglevBackend::new(ip, port, w)
+                })
+                .collect::<Vec<_>>()
+        })
+        .prop_shuffle()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 48,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The optimised fill (look-ahead probing, then the free list) gives
+        /// the reference's table, slot for slot, under both strategies and
+        /// whatever the endgame threshold: never, the default, or early.
+        #[test]
+        fn fill_matches_reference_fill(
+            backends in random_backends(),
+            size in proptest::sample::select(&[251u32, 509, 4093, 65537][..]),
+            seed in any::<u64>(),
+        ) {
+            let active = backends.iter().filter(|b| b.weight > 0).count();
+            prop_assume!(active <= size as usize);
+            let expected = reference_fill(&backends, size, seed);
+            let early = if size > 4093 { 2048 } else { size as usize };
+            for strategy in [FillStrategy::Rounds, FillStrategy::Events] {
+                for endgame_at in [None, Some(0), Some(early)] {
+                    let options = FillOptions { strategy: Some(strategy), endgame_at };
+                    let table = MaglevTable::build_with(&backends, size, seed, options).unwrap();
+                    prop_assert!(
+                        table.slots() == &expected[..],
+                        "{:?}, endgame at {:?}, size {}, n {}", strategy, endgame_at, size, backends.len()
+                    );
+                }
+            }
+            let table = MaglevTable::build(&backends, size, seed).unwrap();
+            prop_assert!(table.slots() == &expected[..]);
+        }
+    }
+
+    #[test]
+    fn modular_inverse_and_product_are_exact() {
+        for &size in &[7u32, 251, 4093, 65537, 16_777_213] {
+            let mulmod = MulMod::new(size);
+            let mut x = 0x9e37_79b9u64;
+            for _ in 0..2000 {
+                x = hash_words_v1(x, size as u64, 1);
+                let a = (x % size as u64) as u32;
+                let b = ((x >> 32) % size as u64) as u32;
+                assert_eq!(mulmod.mul(a, b) as u64, a as u64 * b as u64 % size as u64);
+                if a != 0 {
+                    assert_eq!(mulmod.mul(a, mulmod.inverse(a)), 1, "a={a} size={size}");
+                }
+            }
+            assert_eq!(mulmod.mul(size - 1, size - 1), 1);
+        }
     }
 
     const FROZEN_HEAD: &[u16] = &[4, 12, 11, 3, 14, 7, 12, 8, 13, 9, 2, 13, 7, 9, 4, 1];
