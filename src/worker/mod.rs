@@ -22,7 +22,7 @@ pub use counters::{Counters, SharedCounters};
 pub use query::{EndpointCounters, EndpointReport, EndpointStat, FlowInfo, WorkerRequest};
 pub use verdict::{DropReason, Verdict};
 
-use crate::flow::{FlowId, FlowTable, Tick, Timeouts};
+use crate::flow::{FlowId, FlowKey, FlowTable, Tick, Timeouts};
 use crate::hash::owner_worker;
 use crate::port::{PacketBuf, Port};
 use crate::service::Generation;
@@ -144,9 +144,10 @@ enum Stage {
 /// What a batched burst's first pass found for one packet.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct PreLookup {
-    /// The forward flow hash, if the frame parsed on the fast path.
+    /// The forward flow hash, if the frame parsed on the fast path; `None`
+    /// leaves the lookup to the second pass.
     pub(crate) hash: Option<u64>,
-    /// The flow's slot, if its hint was right.
+    /// With a hash: the flow's slot, or `None` if it has none.
     pub(crate) id: Option<FlowId>,
 }
 
@@ -434,16 +435,14 @@ impl<P: Port> Worker<P> {
         }
         if !self.cfg.fast_path {
             for b in burst.drain(..) {
-                self.general(b, now, handed);
+                self.general(b, now, handed, PreLookup::default());
             }
             return;
         }
         let mut pre = [PreLookup::default(); BATCH];
         let batched = self.flows.capacity() >= BATCHED_LOOKUP_MIN_FLOWS;
         if batched {
-            for (slot, b) in pre.iter_mut().zip(burst.iter()) {
-                *slot = self.pre_lookup(b.data());
-            }
+            self.pre_lookup(burst, &mut pre);
         }
         // A flow created or removed by an earlier packet of this burst makes
         // the first pass's answers stale: they count only while this holds.
@@ -455,33 +454,47 @@ impl<P: Port> Worker<P> {
             };
             match self.fast_forward(b.data_mut(), now, handed, pre) {
                 Some(port) => self.tx[usize::from(port)].push(b),
-                None => self.general(b, now, handed),
+                None => self.general(b, now, handed, pre),
             }
         }
     }
 
-    /// First pass of a batched burst: the flow hash and, when the hint is
-    /// right, the flow's slot (read now, so it is in cache for the second
-    /// pass).
-    #[inline(always)]
-    fn pre_lookup(&self, frame: &[u8]) -> PreLookup {
-        match process::parse_common(frame) {
-            Some(Ok(p)) => {
-                let key = p.forward_key();
-                let hash = self.flows.hash(&key);
-                PreLookup {
-                    hash: Some(hash),
-                    id: self.flows.hint_probe(&key, hash),
-                }
+    /// First pass of a batched burst: every fast-path packet's flow hash and
+    /// flow, looked up together ([`FlowTable::lookup_batch`]: all hints,
+    /// then all hinted slots, then hashbrown for the rest, each a loop of
+    /// independent loads) so the burst's cache misses overlap.
+    #[inline]
+    fn pre_lookup(&self, burst: &[P::Buf], pre: &mut [PreLookup; BATCH]) {
+        let mut keys = [FlowKey::default(); BATCH];
+        let mut hashes = [0u64; BATCH];
+        let mut at = [0u8; BATCH];
+        let mut n = 0;
+        for (i, b) in burst.iter().enumerate().take(BATCH) {
+            if let Some(Ok(p)) = process::parse_common(b.data()) {
+                keys[n] = p.forward_key();
+                hashes[n] = self.flows.hash(&keys[n]);
+                at[n] = i as u8;
+                n += 1;
             }
-            _ => PreLookup::default(),
+        }
+        let mut ids = [None; BATCH];
+        self.flows
+            .lookup_batch(&keys[..n], &hashes[..n], &mut ids[..n]);
+        for j in 0..n {
+            if let Some(p) = pre.get_mut(usize::from(at[j])) {
+                *p = PreLookup {
+                    hash: Some(hashes[j]),
+                    id: ids[j],
+                };
+            }
         }
     }
 
     /// The general path for one packet: every verdict, every drop reason.
+    /// `pre` is the first pass's lookup, if still valid.
     #[inline(never)]
-    fn general(&mut self, mut b: P::Buf, now: Tick, handed: bool) {
-        let (verdict, new_len) = match self.lookup_stage(b.data(), handed, true) {
+    fn general(&mut self, mut b: P::Buf, now: Tick, handed: bool, pre: PreLookup) {
+        let (verdict, new_len) = match self.lookup_stage(b.data(), handed, pre) {
             Stage::Drop(r) => (Verdict::Drop(r), None),
             Stage::Punt => (Verdict::Punt, None),
             Stage::Handoff(w) => (Verdict::Handoff { worker: w }, None),
@@ -496,7 +509,7 @@ impl<P: Port> Worker<P> {
     }
 
     #[inline]
-    fn lookup_stage(&self, frame: &[u8], handed: bool, lookup: bool) -> Stage {
+    fn lookup_stage(&self, frame: &[u8], handed: bool, pre: PreLookup) -> Stage {
         let p = match parse(frame) {
             Ok(p) => p,
             Err(None) => return Stage::Punt,
@@ -508,12 +521,13 @@ impl<P: Port> Worker<P> {
                 if owner != self.id && !handed {
                     return Stage::Handoff(owner);
                 }
-                let key = p.forward_key();
-                let hash = self.flows.hash(&key);
-                let id = if lookup {
-                    self.flows.lookup(&key, hash)
-                } else {
-                    None
+                let (hash, id) = match pre {
+                    PreLookup { hash: Some(h), id } => (h, id),
+                    _ => {
+                        let key = p.forward_key();
+                        let hash = self.flows.hash(&key);
+                        (hash, self.flows.lookup_hinted(&key, hash))
+                    }
                 };
                 Stage::Forward(p, Lookup { svc, hash, id })
             }

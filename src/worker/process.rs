@@ -318,11 +318,7 @@ impl<P: Port> Worker<P> {
         }
         let key = p.forward_key();
         let id = match pre {
-            super::PreLookup {
-                hash: Some(_),
-                id: Some(id),
-            } => id,
-            super::PreLookup { hash: Some(h), .. } => self.flows.lookup(&key, h)?,
+            super::PreLookup { hash: Some(_), id } => id?,
             _ => self.flows.lookup_hinted(&key, self.flows.hash(&key))?,
         };
         let e = self.flows.entry_mut(id);
