@@ -343,7 +343,6 @@ impl<B: Send + 'static> Loop<B> {
             );
             let mut hops: Vec<std::net::Ipv4Addr> = g
                 .endpoints()
-                .iter()
                 .filter(|e| e.port != 0)
                 .filter_map(|e| g.next_hop(e.addr))
                 .map(|h| std::net::Ipv4Addr::from(h.next_hop))

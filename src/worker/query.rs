@@ -113,7 +113,6 @@ impl EndpointReport {
             generation: g.number,
             endpoints: g
                 .endpoints()
-                .iter()
                 .zip(counters)
                 // Port 0 marks a hole in the endpoint layout, not an endpoint.
                 .filter(|(e, _)| e.port != 0)
@@ -128,36 +127,60 @@ impl EndpointReport {
     }
 }
 
-/// Carries per-endpoint counters from one generation's indices to the
-/// next one's, by endpoint identity (service, address, port). Counters of
-/// endpoints that left the service are dropped with them.
+/// Carries per-endpoint counters (`counters`, indexed like `old_gen`'s
+/// endpoints) over to `new_gen`'s indices, in place, by endpoint identity
+/// (service key, address, port). Counters of endpoints that left their
+/// service are dropped with them.
 ///
-/// Incremental rebuilds keep every endpoint at its index, so the common
-/// case is a sequential comparison of identities at the same index; only
-/// endpoints that moved (a compaction, a new block) cost a hash lookup.
+/// Only the index ranges `new_gen` did not share with `old_gen` are looked
+/// at ([`Generation::changed_endpoints`]): elsewhere the same endpoint sits
+/// at the same index, so its counters stay where they are. A one-service
+/// change costs the chunks that service wrote, not every endpoint.
+/// `scratch` holds the counters of the changed ranges meanwhile (kept by
+/// the caller so a switch allocates nothing once warmed up).
 pub(crate) fn remap_endpoint_counters(
     old_gen: &Generation,
-    old: &[EndpointCounters],
     new_gen: &Generation,
-    new: &mut Vec<EndpointCounters>,
+    counters: &mut Vec<EndpointCounters>,
+    scratch: &mut Vec<EndpointCounters>,
 ) {
-    new.clear();
-    new.resize(new_gen.endpoints().len(), EndpointCounters::default());
-    let (oe, ne) = (old_gen.endpoints(), new_gen.endpoints());
-    for (i, (e, c)) in oe.iter().zip(old).enumerate() {
-        if e.port == 0 || *c == EndpointCounters::default() {
-            continue; // a hole, or nothing to carry
+    let old_len = counters.len().min(old_gen.endpoint_count());
+    scratch.clear();
+    for r in new_gen.changed_endpoints(old_gen) {
+        let r = r.start as usize..(r.end as usize).min(old_len);
+        for c in counters.get_mut(r).into_iter().flatten() {
+            scratch.push(std::mem::take(c));
         }
-        let key = old_gen.service(e.service).key;
-        if let Some(n) = ne.get(i) {
-            if n.addr == e.addr && n.port == e.port && new_gen.service(n.service).key == key {
-                new[i] = *c;
+    }
+    counters.resize(new_gen.endpoint_count(), EndpointCounters::default());
+    // Same ranges, same order: `taken` walks `scratch` in step. Two
+    // endpoints never land on one index (identities are unique in a
+    // generation, and an index outside the ranges keeps its own).
+    let mut taken = scratch.iter();
+    for r in new_gen.changed_endpoints(old_gen) {
+        for i in r.start..(r.end as usize).min(old_len) as u32 {
+            let Some(c) = taken.next() else { return };
+            if *c == EndpointCounters::default() {
+                continue; // nothing to carry
+            }
+            let e = old_gen.endpoint(i);
+            if e.is_hole() {
                 continue;
             }
-        }
-        if let Some(svc) = new_gen.service_for(&key) {
-            if let Some(j) = new_gen.find_endpoint(svc, e.addr, e.port) {
-                new[j as usize] = *c;
+            let key = old_gen.service(e.service).key;
+            let same_here = new_gen.endpoint_count() > i as usize && {
+                let n = new_gen.endpoint(i);
+                n.addr == e.addr && n.port == e.port && new_gen.service(n.service).key == key
+            };
+            let to = if same_here {
+                Some(i)
+            } else {
+                new_gen
+                    .service_for(&key)
+                    .and_then(|svc| new_gen.find_endpoint(svc, e.addr, e.port))
+            };
+            if let Some(slot) = to.and_then(|j| counters.get_mut(j as usize)) {
+                *slot = *c;
             }
         }
     }
