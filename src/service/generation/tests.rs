@@ -1,5 +1,6 @@
 use super::*;
 use crate::service::{EndpointSpec, LinkSpec, Protocol, Topology};
+use std::ops::Range;
 
 fn topo() -> Topology {
     Topology {
@@ -230,4 +231,152 @@ fn churn_compacts_the_index_space() {
             "{live} of {all}"
         );
     }
+}
+
+fn many(services: u16, per: u8) -> Vec<Arc<ServiceSpec>> {
+    (0..services)
+        .map(|s| {
+            let eps: Vec<EndpointSpec> = (0..per)
+                .map(|i| EndpointSpec::new(Ipv4Addr::new(10, 200, 2, i + 1), 1000 + s))
+                .collect();
+            named(&format!("s{s}"), 2000 + s, &eps)
+        })
+        .collect()
+}
+
+fn with_spec(
+    specs: &[Arc<ServiceSpec>],
+    i: usize,
+    f: impl FnOnce(&mut ServiceSpec),
+) -> Vec<Arc<ServiceSpec>> {
+    let mut v = specs.to_vec();
+    let mut s = (*v[i]).clone();
+    f(&mut s);
+    v[i] = Arc::new(s);
+    v
+}
+
+/// Chunks that cover indices `r` (the ones a change there may copy).
+fn chunks_of(r: Range<u32>) -> usize {
+    let c = endpoints::ENDPOINT_CHUNK as u32;
+    if r.is_empty() {
+        0
+    } else {
+        ((r.end - 1) / c - r.start / c + 1) as usize
+    }
+}
+
+#[test]
+fn a_weight_change_shares_every_other_chunk_shard_and_service() {
+    let specs = many(40, 100);
+    let g1 = Generation::build_shared(1, &topo(), &specs).unwrap();
+    let specs2 = with_spec(&specs, 17, |s| s.endpoints[42].weight = 3);
+    let g2 = Generation::rebuild(&g1, 2, &specs2).unwrap();
+    let sh = g2.sharing(&g1);
+    assert_eq!(
+        sh.endpoint_chunks.1,
+        4000usize.div_ceil(endpoints::ENDPOINT_CHUNK)
+    );
+    assert_eq!(
+        sh.endpoint_chunks.0,
+        sh.endpoint_chunks.1 - 1,
+        "one endpoint written, one chunk copied: {sh:?}"
+    );
+    assert_eq!(sh.backend_shards.0, sh.backend_shards.1, "no backend moved");
+    assert_eq!(sh.services, (39, 40));
+    // Exactly the copied chunk is reported changed, and it holds the change.
+    let changed: Vec<Range<u32>> = g2.changed_endpoints(&g1).collect();
+    assert_eq!(changed.len(), 1);
+    let idx = g2.service(17).endpoints.start + 42;
+    assert!(changed[0].contains(&idx), "{changed:?} lacks {idx}");
+    assert_eq!(changed[0].len(), endpoints::ENDPOINT_CHUNK);
+    assert!(g2.same_routes(&g1));
+    assert_eq!(
+        fingerprint(&g2),
+        fingerprint(&Generation::build_shared(2, &topo(), &specs2).unwrap())
+    );
+}
+
+#[test]
+fn growing_or_removing_a_service_copies_only_what_it_covers() {
+    let specs = many(40, 100);
+    let g1 = Generation::build_shared(1, &topo(), &specs).unwrap();
+    // Growing past its block moves service 5 to a new block at the end.
+    let specs2 = with_spec(&specs, 5, |s| {
+        s.endpoints
+            .push(EndpointSpec::new(Ipv4Addr::new(10, 200, 3, 1), 1005))
+    });
+    let g2 = Generation::rebuild(&g1, 2, &specs2).unwrap();
+    let (old_block, new_block) = (g1.service(5).block.clone(), g2.service(5).block.clone());
+    assert_ne!(old_block, new_block);
+    let sh = g2.sharing(&g1);
+    let touched = chunks_of(old_block) + chunks_of(new_block);
+    assert!(
+        sh.endpoint_chunks.1 - sh.endpoint_chunks.0 <= touched,
+        "{sh:?}, {touched} chunks touched"
+    );
+    // 101 backends re-linked at new indices: at most that many shards.
+    assert!(sh.backend_shards.1 - sh.backend_shards.0 <= 101, "{sh:?}");
+    assert!(sh.backend_shards.0 > 0);
+    assert_eq!(sh.services, (39, 40));
+    assert_eq!(
+        fingerprint(&g2),
+        fingerprint(&Generation::build_shared(2, &topo(), &specs2).unwrap())
+    );
+    // Removing a service: its block's chunks and its backends' shards only.
+    let mut specs3 = specs2.clone();
+    specs3.remove(30);
+    let g3 = Generation::rebuild(&g2, 3, &specs3).unwrap();
+    let sh = g3.sharing(&g2);
+    assert!(sh.endpoint_chunks.1 - sh.endpoint_chunks.0 <= chunks_of(g2.service(30).block.clone()));
+    assert!(sh.backend_shards.1 - sh.backend_shards.0 <= 100, "{sh:?}");
+    assert_eq!(
+        fingerprint(&g3),
+        fingerprint(&Generation::build_shared(3, &topo(), &specs3).unwrap())
+    );
+}
+
+#[test]
+fn a_new_vip_for_the_same_endpoints_is_reported_changed() {
+    let specs = many(3, 10);
+    let g1 = Generation::build_shared(1, &topo(), &specs).unwrap();
+    let specs2 = with_spec(&specs, 1, |s| s.port = 9999);
+    let g2 = Generation::rebuild(&g1, 2, &specs2).unwrap();
+    // Every field of every endpoint is the same, but index i of service 1
+    // now means another identity: it must be in a changed range.
+    let changed: Vec<Range<u32>> = g2.changed_endpoints(&g1).collect();
+    for i in g2.service(1).endpoints.clone() {
+        assert!(
+            changed.iter().any(|r| r.contains(&i)),
+            "{i} not in {changed:?}"
+        );
+    }
+    assert!(g2.service_for(&specs[1].key()).is_none());
+    assert_eq!(g2.service_for(&specs2[1].key()), Some(1));
+}
+
+#[test]
+fn a_learnt_neighbor_copies_only_chunks_whose_egress_changed() {
+    let mut specs = many(20, 100);
+    // One service whose endpoints sit on an address no neighbor entry resolves yet.
+    specs.push(named(
+        "far",
+        3000,
+        &[EndpointSpec::new(Ipv4Addr::new(10, 200, 2, 200), 80)],
+    ));
+    let mut t = topo();
+    let g1 = Generation::build_shared(1, &t, &specs).unwrap();
+    let far = g1.service_by_name("far").unwrap();
+    let idx = g1.service(far).endpoints.start;
+    assert_eq!(g1.endpoint(idx).egress, None);
+    t.neighbors.push((
+        Ipv4Addr::new(10, 200, 2, 200),
+        MacAddr([2, 0, 0, 0, 2, 200]),
+    ));
+    let g2 = Generation::with_topology(&g1, 2, &t).unwrap();
+    assert!(g2.endpoint(idx).egress.is_some());
+    assert!(!g2.same_routes(&g1));
+    let sh = g2.sharing(&g1);
+    assert_eq!(sh.endpoint_chunks.0, sh.endpoint_chunks.1 - 1, "{sh:?}");
+    assert_eq!(sh.backend_shards.0, sh.backend_shards.1);
 }
