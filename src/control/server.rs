@@ -8,8 +8,9 @@
 //! its unsent replies pass the bound. The only waits are on the workers
 //! (bounded by the publish and query timeouts).
 
+use std::collections::HashMap;
 use std::io::{ErrorKind as IoKind, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,7 @@ use super::protocol::{ErrorBody, ErrorKind, Outcome, Request, Response, MAX_LINE
 use super::query::{self, Sampler};
 use super::store::{Store, StoreError};
 use super::Dataplane;
+use crate::service::Generation;
 
 const LISTENER: Token = Token(0);
 const METRICS: Token = Token(1);
@@ -206,7 +208,8 @@ impl ControlServer {
             socket: opts.socket.clone(),
             arp: neighbors,
             arp_epoch: Instant::now(),
-            arp_gen: 0,
+            arp_seen: None,
+            arp_hops: HashMap::new(),
         };
         // Tell the segments where sluice's addresses and VIPs live.
         let garp = lp.arp.announce();
@@ -326,7 +329,12 @@ struct Loop<B: Send + 'static> {
     arp: Neighbors,
     arp_epoch: Instant,
     /// Generation whose next hops and VIPs `arp` was last told about.
-    arp_gen: u64,
+    arp_seen: Option<Arc<Generation>>,
+    /// Next hops of that generation's endpoints, with how many endpoints
+    /// use each: kept up to date over the endpoints a generation changed,
+    /// so a change to one service costs that service, not a pass over
+    /// every endpoint.
+    arp_hops: HashMap<Ipv4Addr, u32>,
 }
 
 impl<B: Send + 'static> Loop<B> {
@@ -334,25 +342,26 @@ impl<B: Send + 'static> Loop<B> {
     /// generation when what the data path can reach changed.
     fn arp_step(&mut self) {
         let g = self.dp.current().clone();
-        if g.number != self.arp_gen {
-            self.arp_gen = g.number;
+        if self
+            .arp_seen
+            .as_ref()
+            .map_or(true, |s| s.number != g.number)
+        {
             self.arp.set_vips(
                 g.services()
-                    .map(|(_, s)| std::net::Ipv4Addr::from(s.key.addr))
+                    .map(|(_, s)| Ipv4Addr::from(s.key.addr))
                     .filter(|a| !a.is_unspecified()),
             );
-            let mut hops: Vec<std::net::Ipv4Addr> = g
-                .endpoints()
-                .filter(|e| e.port != 0)
-                .filter_map(|e| g.next_hop(e.addr))
-                .map(|h| std::net::Ipv4Addr::from(h.next_hop))
-                .collect();
-            let topo = self.store.topology();
-            hops.extend(topo.gateway);
-            hops.extend(topo.routes.iter().map(|r| r.via));
-            hops.sort();
-            hops.dedup();
-            self.arp.want(hops);
+            if self.count_hops(&g) {
+                let topo = self.store.topology();
+                let mut hops: Vec<Ipv4Addr> = self.arp_hops.keys().copied().collect();
+                hops.extend(topo.gateway);
+                hops.extend(topo.routes.iter().map(|r| r.via));
+                hops.sort();
+                hops.dedup();
+                self.arp.want(hops);
+            }
+            self.arp_seen = Some(g.clone());
         }
         let now = self.arp_epoch.elapsed();
         let mut out = Vec::new();
@@ -369,7 +378,7 @@ impl<B: Send + 'static> Loop<B> {
                         .get(30..34)
                         .and_then(|d| g.next_hop(u32::from_be_bytes([d[0], d[1], d[2], d[3]])))
                     {
-                        self.arp.solicit(std::net::Ipv4Addr::from(hop.next_hop));
+                        self.arp.solicit(Ipv4Addr::from(hop.next_hop));
                     }
                 }
                 _ => {
@@ -387,10 +396,61 @@ impl<B: Send + 'static> Loop<B> {
             let learnt = self.arp.resolved();
             match self.store.set_learnt_neighbors(&mut self.dp, learnt) {
                 Ok(a) => {
-                    self.arp_gen = a.generation;
+                    // Only neighbors changed: the next hops stay as counted.
+                    self.arp_seen = Some(self.dp.current().clone());
                     tracing::info!(generation = a.generation, "neighbors changed");
                 }
                 Err(e) => tracing::warn!(error = %e, "publishing learnt neighbors failed"),
+            }
+        }
+    }
+
+    /// Brings `arp_hops` to `g`'s endpoints; whether the set of hops changed.
+    fn count_hops(&mut self, g: &Generation) -> bool {
+        let hop = |g: &Generation, i: u32| {
+            let e = g.endpoint(i);
+            if e.is_hole() {
+                None
+            } else {
+                g.next_hop(e.addr).map(|h| Ipv4Addr::from(h.next_hop))
+            }
+        };
+        let hops = &mut self.arp_hops;
+        match &self.arp_seen {
+            Some(old) if old.same_routes(g) => {
+                let mut changed = false;
+                for r in g.changed_endpoints(old) {
+                    for i in r {
+                        if (i as usize) < old.endpoint_count() {
+                            if let Some(h) = hop(old, i) {
+                                if let Some(n) = hops.get_mut(&h) {
+                                    *n -= 1;
+                                    if *n == 0 {
+                                        hops.remove(&h);
+                                        changed = true;
+                                    }
+                                }
+                            }
+                        }
+                        if (i as usize) < g.endpoint_count() {
+                            if let Some(h) = hop(g, i) {
+                                let n = hops.entry(h).or_insert(0);
+                                changed |= *n == 0;
+                                *n += 1;
+                            }
+                        }
+                    }
+                }
+                changed
+            }
+            _ => {
+                hops.clear();
+                for i in 0..g.endpoint_count() as u32 {
+                    if let Some(h) = hop(g, i) {
+                        *hops.entry(h).or_insert(0) += 1;
+                    }
+                }
+                true
             }
         }
     }
