@@ -71,6 +71,11 @@ pub struct ControlSection {
     /// Allows a non-loopback metrics address.
     #[serde(default)]
     pub metrics_public: bool,
+    /// Scheduling of the control thread: `"realtime"` (the default) lets
+    /// it preempt busy-polling workers (see `control::sched`); `"normal"`
+    /// leaves it time-shared.
+    #[serde(default)]
+    pub priority: super::ControlPriority,
 }
 
 fn default_socket() -> PathBuf {
@@ -83,6 +88,7 @@ impl Default for ControlSection {
             socket: default_socket(),
             metrics: None,
             metrics_public: false,
+            priority: super::ControlPriority::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ use super::arp::{ArpLink, ArpTimers, Neighbors, Outgoing};
 use super::config::Config;
 use super::protocol::{ErrorBody, ErrorKind, Outcome, Request, Response, MAX_LINE};
 use super::query::{self, Sampler};
+use super::sched::{self, ControlPriority};
 use super::store::{Store, StoreError};
 use super::Dataplane;
 use crate::service::Generation;
@@ -64,6 +65,9 @@ pub struct ServerOptions {
     /// Prometheus listener (already checked to be loopback or allowed).
     pub metrics: Option<SocketAddr>,
     pub limits: Limits,
+    /// Scheduling class the control thread asks for (falls back to
+    /// time-sharing with a warning when refused).
+    pub priority: ControlPriority,
 }
 
 /// Why the control server could not start.
@@ -142,6 +146,7 @@ impl ControlServer {
             socket: config.control.socket.clone(),
             metrics: config.control.metrics,
             limits: Limits::default(),
+            priority: config.control.priority,
         };
         ControlServer::spawn_with(opts, store, dataplane)
     }
@@ -214,9 +219,12 @@ impl ControlServer {
         // Tell the segments where sluice's addresses and VIPs live.
         let garp = lp.arp.announce();
         lp.send_arp(garp);
+        let priority = opts.priority;
         let thread = std::thread::Builder::new()
             .name("sluice-control".into())
             .spawn(move || {
+                let wait = sched::apply_or_warn(priority);
+                lp.dp.set_wait(wait);
                 lp.run();
                 lp.dp
             })?;
