@@ -355,11 +355,17 @@ impl<B: Send + 'static> Loop<B> {
             .as_ref()
             .map_or(true, |s| s.number != g.number)
         {
-            self.arp.set_vips(
-                g.services()
-                    .map(|(_, s)| Ipv4Addr::from(s.key.addr))
-                    .filter(|a| !a.is_unspecified()),
-            );
+            if !self
+                .arp_seen
+                .as_ref()
+                .is_some_and(|s| s.same_service_keys(&g))
+            {
+                self.arp.set_vips(
+                    g.services()
+                        .map(|(_, s)| Ipv4Addr::from(s.key.addr))
+                        .filter(|a| !a.is_unspecified()),
+                );
+            }
             if self.count_hops(&g) {
                 let topo = self.store.topology();
                 let mut hops: Vec<Ipv4Addr> = self.arp_hops.keys().copied().collect();

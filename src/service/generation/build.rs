@@ -42,6 +42,7 @@ impl Generation {
             endpoints: EndpointTable::default(),
             vips: HashMap::default(),
             vip_addrs: HashSet::default(),
+            names: Arc::default(),
             backends: BackendMap::default(),
             links: Vec::new(),
             routes: Arc::new(RouteTable::default()),
@@ -79,36 +80,40 @@ impl Generation {
     /// reusing every compiled service whose spec is unchanged (the same `Arc`
     /// or an equal value). Services are matched by name. Costs the changed
     /// services (their Maglev tables, the endpoint chunks and backend shards
-    /// they write) plus O(services) bookkeeping; nothing O(endpoints).
+    /// they write) plus a pointer comparison per unchanged one: nothing
+    /// O(endpoints), and no hashing of every name and key.
     pub fn rebuild(
         prev: &Generation,
         number: u64,
         specs: &[Arc<ServiceSpec>],
     ) -> Result<Generation, GenerationError> {
-        check_unique(specs)?;
         let mut g = Generation {
             number,
             services: prev.services.clone(),
             endpoints: prev.endpoints.clone(),
             vips: prev.vips.clone(),
             vip_addrs: prev.vip_addrs.clone(),
+            names: prev.names.clone(),
             backends: prev.backends.clone(),
             links: prev.links.clone(),
             routes: prev.routes.clone(),
         };
-        let slots: std::collections::HashMap<&str, u32> = prev
-            .services
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.is_vacant())
-            .map(|(i, s)| (s.name.as_str(), i as u32))
-            .collect();
         let mut kept = vec![false; prev.services.len()];
         let mut changed: Vec<(Option<u32>, &Arc<ServiceSpec>)> = Vec::new();
-        for spec in specs {
-            match slots.get(spec.name.as_str()) {
-                Some(&slot) => {
-                    kept[slot as usize] = true;
+        for (i, spec) in specs.iter().enumerate() {
+            // The store lists specs in a stable order, so an unchanged spec
+            // is usually the very one at the same index.
+            let slot = match prev.services.get(i) {
+                Some(s) if s.spec.as_ref().is_some_and(|o| Arc::ptr_eq(o, spec)) => Some(i as u32),
+                _ => prev.names.get(spec.name.as_str()).copied(),
+            };
+            match slot {
+                Some(slot) => {
+                    if std::mem::replace(&mut kept[slot as usize], true) {
+                        return Err(GenerationError::DuplicateName {
+                            name: spec.name.clone(),
+                        });
+                    }
                     let same = prev.services[slot as usize]
                         .spec
                         .as_ref()
@@ -120,6 +125,7 @@ impl Generation {
                 None => changed.push((None, spec)),
             }
         }
+        check_changed_unique(prev, &kept, &changed)?;
         // The VIP maps are rebuilt only when some service key comes or goes.
         let mut keys_changed = false;
         for (slot, kept) in kept.iter().enumerate() {
@@ -314,16 +320,20 @@ impl Generation {
         Ok(())
     }
 
-    /// Rebuilds the VIP maps (one entry per service: cheap at any scale).
+    /// Rebuilds the VIP and name maps (one entry per service), when
+    /// services come or go or change key.
     fn index_vips(&mut self) {
         self.vips.clear();
         self.vip_addrs.clear();
+        let mut names = HashMap::with_capacity_and_hasher(self.services.len(), FastBuildHasher);
         for (i, s) in self.services.iter().enumerate() {
             if !s.is_vacant() {
                 self.vips.insert(s.key, i as u32);
                 self.vip_addrs.insert(s.key.addr);
+                names.insert(s.name.as_str().into(), i as u32);
             }
         }
+        self.names = Arc::new(names);
     }
 
     /// Generation `number`: `prev` with a new topology (links, routes,
@@ -356,6 +366,7 @@ impl Generation {
             endpoints,
             vips: prev.vips.clone(),
             vip_addrs: prev.vip_addrs.clone(),
+            names: prev.names.clone(),
             backends: prev.backends.clone(),
             links,
             routes: Arc::new(routes),
@@ -419,6 +430,45 @@ fn maglev(
             service: spec.name.clone(),
             source,
         })
+}
+
+/// [`check_unique`] for a rebuild, looking only at the changed and new
+/// specs: the unchanged ones were unique among themselves in `prev`.
+/// `kept[s]`: slot `s` of `prev` is still listed (changed or not).
+fn check_changed_unique(
+    prev: &Generation,
+    kept: &[bool],
+    changed: &[(Option<u32>, &Arc<ServiceSpec>)],
+) -> Result<(), GenerationError> {
+    let changed_slots: HashSet<u32, FastBuildHasher> =
+        changed.iter().filter_map(|(s, _)| *s).collect();
+    let mut keys: HashMap<VipKey, &str, FastBuildHasher> = HashMap::default();
+    let mut new_names: HashSet<&str, FastBuildHasher> = HashSet::default();
+    for &(slot, spec) in changed {
+        if slot.is_none() && !new_names.insert(spec.name.as_str()) {
+            return Err(GenerationError::DuplicateName {
+                name: spec.name.clone(),
+            });
+        }
+        let key = spec.key();
+        let clash = |other: &str| GenerationError::DuplicateService {
+            name: spec.name.clone(),
+            other: other.to_string(),
+            vip: spec.vip,
+            port: spec.port,
+            proto: spec.protocol,
+        };
+        if let Some(other) = keys.insert(key, &spec.name) {
+            return Err(clash(other));
+        }
+        // An unchanged service still listed keeps its key.
+        if let Some(&s) = prev.vips.get(&key) {
+            if Some(s) != slot && kept[s as usize] && !changed_slots.contains(&s) {
+                return Err(clash(&prev.services[s as usize].name));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Names and service keys must be unique across services.

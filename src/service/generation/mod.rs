@@ -256,6 +256,10 @@ pub struct Generation {
     endpoints: EndpointTable,
     vips: HashMap<VipKey, u32, FastBuildHasher>,
     vip_addrs: HashSet<u32, FastBuildHasher>,
+    /// Service name -> index: a rebuild finds a spec's slot without
+    /// hashing every name. Rebuilt, like `vips`, only when services come or
+    /// go or change key; shared otherwise.
+    names: Arc<HashMap<Box<str>, u32, FastBuildHasher>>,
     backends: BackendMap,
     links: Vec<LinkRt>,
     /// Shared until the topology changes, so "same routes" is a pointer test.
@@ -337,6 +341,12 @@ impl Generation {
     /// one): next hops are then the same for every address.
     pub fn same_routes(&self, other: &Generation) -> bool {
         Arc::ptr_eq(&self.routes, &other.routes)
+    }
+
+    /// Whether `other` has the very same services at the same indices with
+    /// the same keys (endpoints and tables aside): the VIP maps are shared.
+    pub fn same_service_keys(&self, other: &Generation) -> bool {
+        Arc::ptr_eq(&self.names, &other.names)
     }
 
     /// What this generation shares with `other` (an ancestor, usually).

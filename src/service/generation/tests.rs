@@ -380,3 +380,54 @@ fn a_learnt_neighbor_copies_only_chunks_whose_egress_changed() {
     assert_eq!(sh.endpoint_chunks.0, sh.endpoint_chunks.1 - 1, "{sh:?}");
     assert_eq!(sh.backend_shards.0, sh.backend_shards.1);
 }
+
+#[test]
+fn rebuild_checks_changed_services_against_the_unchanged_ones() {
+    let specs = many(5, 3);
+    let g1 = Generation::build_shared(1, &topo(), &specs).unwrap();
+    let clash = |specs: &[Arc<ServiceSpec>]| Generation::rebuild(&g1, 2, specs).unwrap_err();
+    // A new service on an unchanged one's VIP.
+    let mut v = specs.clone();
+    v.push(named("new", specs[2].port, &[]));
+    let e = clash(&v);
+    assert!(
+        matches!(&e, GenerationError::DuplicateService { name, other, .. } if name == "new" && other == "s2"),
+        "{e}"
+    );
+    // A changed service moving onto an unchanged one's VIP.
+    let v = with_spec(&specs, 0, |s| s.port = specs[4].port);
+    assert!(matches!(
+        clash(&v),
+        GenerationError::DuplicateService { .. }
+    ));
+    // Two new services with one name, or one VIP.
+    let mut v = specs.clone();
+    v.push(named("x", 7000, &[]));
+    v.push(named("x", 7001, &[]));
+    assert!(matches!(clash(&v), GenerationError::DuplicateName { .. }));
+    let mut v = specs.clone();
+    v.push(named("x", 7000, &[]));
+    v.push(named("y", 7000, &[]));
+    assert!(matches!(
+        clash(&v),
+        GenerationError::DuplicateService { .. }
+    ));
+    // An existing service listed twice.
+    let mut v = specs.clone();
+    v.push(with_spec(&specs, 1, |s| s.endpoints.clear())[1].clone());
+    assert!(matches!(clash(&v), GenerationError::DuplicateName { .. }));
+    // Two changed services swapping VIPs, and a new one on a removed one's
+    // VIP, are fine, as in a full build.
+    let mut v = with_spec(&specs, 0, |s| s.port = specs[1].port);
+    v = with_spec(&v, 1, |s| s.port = specs[0].port);
+    let removed = v.remove(3);
+    v.push(named("new", removed.port, &[]));
+    let g2 = Generation::rebuild(&g1, 2, &v).unwrap();
+    assert_eq!(
+        fingerprint(&g2),
+        fingerprint(&Generation::build_shared(2, &topo(), &v).unwrap())
+    );
+    assert!(!g2.same_service_keys(&g1));
+    let g3 = Generation::rebuild(&g2, 3, &with_spec(&v, 3, |s| s.endpoints[0].weight = 7)).unwrap();
+    assert!(g3.same_service_keys(&g2));
+}
