@@ -16,7 +16,8 @@ use sluice::control::client::{Client, ClientError};
 use sluice::control::protocol::ErrorKind;
 use sluice::control::server::ServerError;
 use sluice::control::{
-    ControlHandle, ControlServer, Dataplane, Limits, Outcome, Request, ServerOptions, Store,
+    ControlHandle, ControlPriority, ControlServer, Dataplane, Limits, Outcome, Request,
+    ServerOptions, Store,
 };
 use sluice::port::mem::{MemBuf, MemWire, QueuePort};
 use sluice::service::{EndpointState, Generation, Protocol, ServiceSpec};
@@ -66,6 +67,7 @@ impl Lb {
                 socket: socket.clone(),
                 metrics,
                 limits,
+                priority: ControlPriority::Realtime,
             },
             store,
             dp,
@@ -320,6 +322,7 @@ fn the_socket_is_owner_only_and_never_shared_between_instances() {
         socket: lb.socket.clone(),
         metrics: None,
         limits: Limits::default(),
+        priority: ControlPriority::Normal,
     };
     let err = ControlServer::spawn_with(opts.clone(), store, dp)
         .err()

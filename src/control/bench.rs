@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::protocol::{Request, Response};
-use super::{ControlServer, Dataplane, Limits, ServerOptions, Store};
+use super::sched;
+use super::{ControlPriority, ControlServer, Dataplane, Limits, ServerOptions, Store};
 use crate::bench::BenchTraffic;
 use crate::port::mem::GenPort;
 use crate::service::{EndpointSpec, Generation, LinkSpec, Protocol, ServiceSpec, Topology};
@@ -68,6 +69,13 @@ pub struct ControlBenchReport {
     pub mpps: f64,
     pub drops: u64,
     pub drops_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Scheduling the control thread asked for (`control.priority`).
+    pub control_priority: String,
+    /// Scheduling of the lone client (phase 1), which stands for an
+    /// external controller: `normal` unless `SLUICE_BENCH_CLIENT_PRIORITY=
+    /// realtime` (then its wake-ups do not wait behind busy workers either,
+    /// which a real controller process would not get by default).
+    pub client_priority: String,
 }
 
 const LB_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0xfe]);
@@ -177,6 +185,7 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
             socket: socket.clone(),
             metrics: None,
             limits: Limits::default(),
+            priority: ControlPriority::Realtime,
         },
         store,
         dp,
@@ -200,6 +209,11 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
     };
 
     // Phase 1: one change at a time.
+    let client_priority = match std::env::var("SLUICE_BENCH_CLIENT_PRIORITY").as_deref() {
+        Ok("realtime") => ControlPriority::Realtime,
+        _ => ControlPriority::Normal,
+    };
+    sched::set_current_thread(client_priority).map_err(|e| e.to_string())?;
     let (mut r, mut wr) = connect()?;
     let rx_total = |r: &mut BufReader<UnixStream>,
                     w: &mut UnixStream|
@@ -235,6 +249,8 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
     }
     rtt.sort_by(f64::total_cmp);
     apply.sort_by(f64::total_cmp);
+    // The throughput clients (spawned next) inherit this thread's class.
+    sched::set_current_thread(ControlPriority::Normal).map_err(|e| e.to_string())?;
 
     // Phase 2: many in flight, counters around it.
     let g_before = generation(&mut r, &mut wr)?;
@@ -328,5 +344,7 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
         mpps: packets as f64 / dt / 1e6,
         drops,
         drops_by_reason,
+        control_priority: ControlPriority::Realtime.to_string(),
+        client_priority: client_priority.to_string(),
     })
 }

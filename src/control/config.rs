@@ -71,6 +71,11 @@ pub struct ControlSection {
     /// Allows a non-loopback metrics address.
     #[serde(default)]
     pub metrics_public: bool,
+    /// Scheduling of the control thread: `"realtime"` (the default) lets
+    /// it preempt busy-polling workers (see `control::sched`); `"normal"`
+    /// leaves it time-shared.
+    #[serde(default)]
+    pub priority: super::ControlPriority,
 }
 
 fn default_socket() -> PathBuf {
@@ -83,6 +88,7 @@ impl Default for ControlSection {
             socket: default_socket(),
             metrics: None,
             metrics_public: false,
+            priority: super::ControlPriority::default(),
         }
     }
 }
@@ -573,6 +579,19 @@ weight = 2
         assert_eq!(s[0].endpoints[0].weight, 2);
         assert_eq!(s[0].table_size, 251);
         assert_eq!(c.timeouts().unwrap().established, 3_600_000);
+        // The control thread preempts busy-polling workers unless told not to.
+        assert_eq!(
+            c.control.priority,
+            crate::control::ControlPriority::Realtime
+        );
+        let normal = GOOD.replace("[control]\n", "[control]\npriority = \"normal\"\n");
+        assert_ne!(normal, GOOD);
+        assert_eq!(
+            Config::parse(&normal).unwrap().control.priority,
+            crate::control::ControlPriority::Normal
+        );
+        let bad = GOOD.replace("[control]\n", "[control]\npriority = \"urgent\"\n");
+        assert!(refused(&bad).contains("priority"), "{}", refused(&bad));
     }
 
     fn refused(text: &str) -> String {

@@ -10,11 +10,13 @@ pub mod protocol;
 mod publish;
 pub mod query;
 pub mod render;
+pub mod sched;
 pub mod server;
 pub mod store;
 
 pub use config::Config;
 pub use protocol::{Outcome, Request, Response};
 pub use publish::{Dataplane, PublishError};
+pub use sched::ControlPriority;
 pub use server::{ControlHandle, ControlServer, Limits, ServerOptions};
 pub use store::Store;

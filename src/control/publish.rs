@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender, TrySendError};
 
+use super::sched::Wait;
 use crate::flow::FlowKey;
 use crate::hash::owner_worker;
 use crate::port::Port;
@@ -42,6 +43,8 @@ pub struct Dataplane<B: Send + 'static> {
     handles: Vec<JoinHandle<Counters>>,
     plumbing: Plumbing<B>,
     current: Arc<Generation>,
+    /// How waits for workers pass time (depends on the caller's class).
+    wait: Wait,
 }
 
 impl<B: Send + 'static> Dataplane<B> {
@@ -62,6 +65,7 @@ impl<B: Send + 'static> Dataplane<B> {
             handles: Vec::with_capacity(n),
             plumbing: plumbing.clone(),
             current: current.clone(),
+            wait: Wait::default(),
         };
         for (cfg, ports) in workers {
             // Depth 4: a worker drains to the newest between bursts, so more
@@ -92,6 +96,12 @@ impl<B: Send + 'static> Dataplane<B> {
         dp
     }
 
+    /// How the thread that publishes waits for workers: [`Wait::Sleep`]
+    /// from a real-time thread (see `control::sched`).
+    pub fn set_wait(&mut self, wait: Wait) {
+        self.wait = wait;
+    }
+
     /// The generation most recently published.
     pub fn current(&self) -> &Arc<Generation> {
         &self.current
@@ -115,6 +125,7 @@ impl<B: Send + 'static> Dataplane<B> {
         let gen = Arc::new(gen);
         for (i, tx) in self.senders.iter().enumerate() {
             let mut g = gen.clone();
+            let mut spins = 0u32;
             loop {
                 match tx.try_send(g) {
                     Ok(()) => break,
@@ -123,7 +134,8 @@ impl<B: Send + 'static> Dataplane<B> {
                             return Err(self.timeout(number, start));
                         }
                         g = back;
-                        std::thread::yield_now();
+                        self.wait.pause(spins);
+                        spins += 1;
                     }
                     Err(TrySendError::Disconnected(_)) => {
                         return Err(PublishError::WorkerGone(i as u32))
@@ -152,13 +164,10 @@ impl<B: Send + 'static> Dataplane<B> {
                 return Err(self.timeout(number, start));
             }
             // Workers poll between bursts (microseconds): spin briefly, then
-            // yield, so the answer comes fast without burning the core.
+            // yield or sleep, so the answer comes fast without keeping the
+            // core from the worker we wait for.
+            self.wait.pause(spins);
             spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
         }
     }
 

@@ -194,23 +194,27 @@ impl Store {
         reqs: &[&Request],
         now: Instant,
     ) -> Vec<Result<Applied, StoreError>> {
-        let mut staged = self.services.clone();
+        let mut undo = Undo::default();
         let mut drains = self.drains.clone();
         let mut results: Vec<Option<Result<Applied, StoreError>>> = Vec::with_capacity(reqs.len());
         let mut accepted = 0;
         for r in reqs {
-            match stage(&mut staged, &mut drains, r, now) {
+            let mark = undo.mark();
+            match stage(&mut self.services, &mut undo, &mut drains, r, now) {
                 Ok(()) => {
                     accepted += 1;
                     results.push(None);
                 }
-                Err(e) => results.push(Some(Err(e))),
+                Err(e) => {
+                    undo.rollback_to(&mut self.services, mark);
+                    results.push(Some(Err(e)));
+                }
             }
         }
         if accepted == 0 {
             return results.into_iter().flatten().collect();
         }
-        match self.commit(dp, staged, drains) {
+        match self.commit(dp, undo, drains) {
             Ok(a) => results.into_iter().map(|r| r.unwrap_or(Ok(a))).collect(),
             Err(StoreError::Build(_)) if accepted > 1 => {
                 // Some request compiles alone but not with the rest (or not
@@ -247,26 +251,38 @@ impl Store {
         req: &Request,
         now: Instant,
     ) -> Result<Applied, StoreError> {
-        let mut staged = self.services.clone();
+        let mut undo = Undo::default();
         let mut drains = self.drains.clone();
-        stage(&mut staged, &mut drains, req, now)?;
-        self.commit(dp, staged, drains)
+        if let Err(e) = stage(&mut self.services, &mut undo, &mut drains, req, now) {
+            undo.rollback_to(&mut self.services, 0);
+            return Err(e);
+        }
+        self.commit(dp, undo, drains)
     }
 
+    /// Publishes the services as staged (in place, `undo` says how to go
+    /// back); on any failure before the generation is sent, they go back.
     fn commit<B: Send + 'static>(
         &mut self,
         dp: &mut Dataplane<B>,
-        staged: BTreeMap<String, Arc<ServiceSpec>>,
+        mut undo: Undo,
         drains: HashMap<(String, SocketAddrV4), Instant>,
     ) -> Result<Applied, StoreError> {
         let number = dp.current().number + 1;
-        let g = Generation::rebuild(dp.current(), number, &Self::specs(&staged))?;
+        let g = match Generation::rebuild(dp.current(), number, &Self::specs(&self.services)) {
+            Ok(g) => g,
+            Err(e) => {
+                undo.rollback_to(&mut self.services, 0);
+                return Err(e.into());
+            }
+        };
         let result = dp.publish(g, self.publish_timeout);
         // Once sent, a generation takes effect when the lagging worker
         // catches up: the store must describe it even if the wait timed out.
         if dp.current().number == number {
-            self.services = staged;
             self.drains = drains;
+        } else {
+            undo.rollback_to(&mut self.services, 0);
         }
         let apply = result?;
         Ok(Applied {
@@ -406,10 +422,57 @@ fn validate_endpoints(name: &str, table_size: u32, eps: &[EndpointSpec]) -> Resu
     Ok(())
 }
 
-/// Applies one change to the staged services, or says why not (leaving
-/// them as they were).
+/// How to take staged changes back: the previous value of every service
+/// changed, newest last. Staging in place with this log costs the services
+/// a batch touches; staging on a copy cost a copy of every service (and
+/// its name) per batch.
+#[derive(Debug, Default)]
+struct Undo(Vec<(String, Option<Arc<ServiceSpec>>)>);
+
+impl Undo {
+    fn mark(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(
+        &mut self,
+        services: &mut BTreeMap<String, Arc<ServiceSpec>>,
+        name: String,
+        spec: Arc<ServiceSpec>,
+    ) {
+        let old = services.insert(name.clone(), spec);
+        self.0.push((name, old));
+    }
+
+    fn remove(&mut self, services: &mut BTreeMap<String, Arc<ServiceSpec>>, name: &str) {
+        if let Some(old) = services.remove(name) {
+            self.0.push((name.to_string(), Some(old)));
+        }
+    }
+
+    /// Undoes everything logged after `mark`.
+    fn rollback_to(&mut self, services: &mut BTreeMap<String, Arc<ServiceSpec>>, mark: usize) {
+        while self.0.len() > mark {
+            let Some((name, old)) = self.0.pop() else {
+                return;
+            };
+            match old {
+                Some(spec) => {
+                    services.insert(name, spec);
+                }
+                None => {
+                    services.remove(&name);
+                }
+            }
+        }
+    }
+}
+
+/// Applies one change to the services in place, logging it in `undo`, or
+/// says why not (changing nothing: every check comes before the write).
 fn stage(
     staged: &mut BTreeMap<String, Arc<ServiceSpec>>,
+    undo: &mut Undo,
     drains: &mut HashMap<(String, SocketAddrV4), Instant>,
     req: &Request,
     now: Instant,
@@ -422,6 +485,7 @@ fn stage(
     };
     // Edits one endpoint of a copy of the service's spec.
     let edit = |staged: &mut BTreeMap<String, Arc<ServiceSpec>>,
+                undo: &mut Undo,
                 service: &str,
                 endpoint: SocketAddrV4,
                 f: &dyn Fn(&mut EndpointSpec)|
@@ -437,7 +501,7 @@ fn stage(
             })?;
         f(e);
         validate_endpoints(&spec.name, spec.table_size, &spec.endpoints)?;
-        staged.insert(spec.name.clone(), Arc::new(spec));
+        undo.insert(staged, spec.name.clone(), Arc::new(spec));
         Ok(())
     };
     match req {
@@ -456,23 +520,23 @@ fn stage(
                     service.name, service.vip, service.port, service.protocol, other.name
                 )));
             }
-            staged.insert(service.name.clone(), Arc::new(service.clone()));
+            undo.insert(staged, service.name.clone(), Arc::new(service.clone()));
         }
         Request::ServiceRemove { name } => {
             find(staged, name)?;
-            staged.remove(name);
+            undo.remove(staged, name);
         }
         Request::EndpointsSet { service, endpoints } => {
             let mut spec = (*find(staged, service)?).clone();
             validate_endpoints(service, spec.table_size, endpoints)?;
             spec.endpoints = endpoints.clone();
-            staged.insert(service.clone(), Arc::new(spec));
+            undo.insert(staged, service.clone(), Arc::new(spec));
         }
         Request::EndpointAdd { service, endpoint } => {
             let mut spec = (*find(staged, service)?).clone();
             spec.endpoints.push(*endpoint);
             validate_endpoints(service, spec.table_size, &spec.endpoints)?;
-            staged.insert(service.clone(), Arc::new(spec));
+            undo.insert(staged, service.clone(), Arc::new(spec));
         }
         Request::EndpointRemove { service, endpoint } => {
             let mut spec = (*find(staged, service)?).clone();
@@ -484,14 +548,14 @@ fn stage(
                     endpoint: *endpoint,
                 });
             }
-            staged.insert(service.clone(), Arc::new(spec));
+            undo.insert(staged, service.clone(), Arc::new(spec));
         }
         Request::EndpointDrain {
             service,
             endpoint,
             deadline_ms,
         } => {
-            edit(staged, service, *endpoint, &|e| {
+            edit(staged, undo, service, *endpoint, &|e| {
                 e.state = EndpointState::Draining
             })?;
             let key = (service.clone(), *endpoint);
@@ -508,15 +572,15 @@ fn stage(
             service,
             endpoint,
             weight,
-        } => edit(staged, service, *endpoint, &|e| e.weight = *weight)?,
+        } => edit(staged, undo, service, *endpoint, &|e| e.weight = *weight)?,
         Request::EndpointDown { service, endpoint } => {
-            edit(staged, service, *endpoint, &|e| {
+            edit(staged, undo, service, *endpoint, &|e| {
                 e.state = EndpointState::Down
             })?;
             drains.remove(&(service.clone(), *endpoint));
         }
         Request::EndpointUp { service, endpoint } => {
-            edit(staged, service, *endpoint, &|e| {
+            edit(staged, undo, service, *endpoint, &|e| {
                 e.state = EndpointState::Active
             })?;
             drains.remove(&(service.clone(), *endpoint));
@@ -532,4 +596,58 @@ fn stage(
         | Request::Generation => return Err(StoreError::NotAChange("a query")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::service::Protocol;
+
+    fn spec(name: &str, port: u16) -> Arc<ServiceSpec> {
+        let mut s = ServiceSpec::new(name, Ipv4Addr::new(198, 18, 0, 1), port, Protocol::Tcp);
+        s.endpoints = vec![EndpointSpec::new(Ipv4Addr::new(10, 0, 0, 1), 80)];
+        Arc::new(s)
+    }
+
+    #[test]
+    fn staging_in_place_rolls_back_to_any_mark() {
+        let mut services: BTreeMap<String, Arc<ServiceSpec>> = [spec("a", 80), spec("b", 81)]
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let original = services.clone();
+        let mut drains = HashMap::new();
+        let mut undo = Undo::default();
+        let now = Instant::now();
+        let weight = Request::EndpointWeight {
+            service: "a".into(),
+            endpoint: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 80),
+            weight: 7,
+        };
+        stage(&mut services, &mut undo, &mut drains, &weight, now).unwrap();
+        let after_weight = services.clone();
+        let mark = undo.mark();
+        let remove = Request::ServiceRemove { name: "b".into() };
+        stage(&mut services, &mut undo, &mut drains, &remove, now).unwrap();
+        let add = Request::ServiceAdd {
+            service: (*spec("c", 82)).clone(),
+        };
+        stage(&mut services, &mut undo, &mut drains, &add, now).unwrap();
+        // A refused request writes nothing.
+        let clash = Request::ServiceAdd {
+            service: (*spec("d", 82)).clone(),
+        };
+        let before = services.clone();
+        assert!(stage(&mut services, &mut undo, &mut drains, &clash, now).is_err());
+        assert_eq!(services, before);
+        assert_eq!(services["a"].endpoints[0].weight, 7);
+        assert!(!services.contains_key("b"));
+        undo.rollback_to(&mut services, mark);
+        assert_eq!(services, after_weight);
+        undo.rollback_to(&mut services, 0);
+        assert_eq!(services, original);
+        assert!(Arc::ptr_eq(&services["a"], &original["a"]));
+    }
 }

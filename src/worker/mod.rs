@@ -220,7 +220,7 @@ impl<P: Port> Worker<P> {
     }
 
     fn with_endpoint_counters(mut self) -> Self {
-        self.ep = vec![EndpointCounters::default(); self.gen.endpoints().len()];
+        self.ep = vec![EndpointCounters::default(); self.gen.endpoint_count()];
         self
     }
 
@@ -285,8 +285,9 @@ impl<P: Port> Worker<P> {
             newest = Some(g);
         }
         if let Some(g) = newest {
-            query::remap_endpoint_counters(&self.gen, &self.ep, &g, &mut self.ep_spare);
-            std::mem::swap(&mut self.ep, &mut self.ep_spare);
+            // O(what changed): only endpoint chunks the new generation did
+            // not share with the old one are looked at.
+            query::remap_endpoint_counters(&self.gen, &g, &mut self.ep, &mut self.ep_spare);
             // The old generation is freed when its last holder (this worker
             // or the control thread) drops it: publication is the Arc swap,
             // acknowledged below, never a rule about timing.

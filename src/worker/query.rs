@@ -113,7 +113,6 @@ impl EndpointReport {
             generation: g.number,
             endpoints: g
                 .endpoints()
-                .iter()
                 .zip(counters)
                 // Port 0 marks a hole in the endpoint layout, not an endpoint.
                 .filter(|(e, _)| e.port != 0)
@@ -128,36 +127,60 @@ impl EndpointReport {
     }
 }
 
-/// Carries per-endpoint counters from one generation's indices to the
-/// next one's, by endpoint identity (service, address, port). Counters of
-/// endpoints that left the service are dropped with them.
+/// Carries per-endpoint counters (`counters`, indexed like `old_gen`'s
+/// endpoints) over to `new_gen`'s indices, in place, by endpoint identity
+/// (service key, address, port). Counters of endpoints that left their
+/// service are dropped with them.
 ///
-/// Incremental rebuilds keep every endpoint at its index, so the common
-/// case is a sequential comparison of identities at the same index; only
-/// endpoints that moved (a compaction, a new block) cost a hash lookup.
+/// Only the index ranges `new_gen` did not share with `old_gen` are looked
+/// at ([`Generation::changed_endpoints`]): elsewhere the same endpoint sits
+/// at the same index, so its counters stay where they are. A one-service
+/// change costs the chunks that service wrote, not every endpoint.
+/// `scratch` holds the counters of the changed ranges meanwhile (kept by
+/// the caller so a switch allocates nothing once warmed up).
 pub(crate) fn remap_endpoint_counters(
     old_gen: &Generation,
-    old: &[EndpointCounters],
     new_gen: &Generation,
-    new: &mut Vec<EndpointCounters>,
+    counters: &mut Vec<EndpointCounters>,
+    scratch: &mut Vec<EndpointCounters>,
 ) {
-    new.clear();
-    new.resize(new_gen.endpoints().len(), EndpointCounters::default());
-    let (oe, ne) = (old_gen.endpoints(), new_gen.endpoints());
-    for (i, (e, c)) in oe.iter().zip(old).enumerate() {
-        if e.port == 0 || *c == EndpointCounters::default() {
-            continue; // a hole, or nothing to carry
+    let old_len = counters.len().min(old_gen.endpoint_count());
+    scratch.clear();
+    for r in new_gen.changed_endpoints(old_gen) {
+        let r = r.start as usize..(r.end as usize).min(old_len);
+        for c in counters.get_mut(r).into_iter().flatten() {
+            scratch.push(std::mem::take(c));
         }
-        let key = old_gen.service(e.service).key;
-        if let Some(n) = ne.get(i) {
-            if n.addr == e.addr && n.port == e.port && new_gen.service(n.service).key == key {
-                new[i] = *c;
+    }
+    counters.resize(new_gen.endpoint_count(), EndpointCounters::default());
+    // Same ranges, same order: `taken` walks `scratch` in step. Two
+    // endpoints never land on one index (identities are unique in a
+    // generation, and an index outside the ranges keeps its own).
+    let mut taken = scratch.iter();
+    for r in new_gen.changed_endpoints(old_gen) {
+        for i in r.start..(r.end as usize).min(old_len) as u32 {
+            let Some(c) = taken.next() else { return };
+            if *c == EndpointCounters::default() {
+                continue; // nothing to carry
+            }
+            let e = old_gen.endpoint(i);
+            if e.is_hole() {
                 continue;
             }
-        }
-        if let Some(svc) = new_gen.service_for(&key) {
-            if let Some(j) = new_gen.find_endpoint(svc, e.addr, e.port) {
-                new[j as usize] = *c;
+            let key = old_gen.service(e.service).key;
+            let same_here = new_gen.endpoint_count() > i as usize && {
+                let n = new_gen.endpoint(i);
+                n.addr == e.addr && n.port == e.port && new_gen.service(n.service).key == key
+            };
+            let to = if same_here {
+                Some(i)
+            } else {
+                new_gen
+                    .service_for(&key)
+                    .and_then(|svc| new_gen.find_endpoint(svc, e.addr, e.port))
+            };
+            if let Some(slot) = to.and_then(|j| counters.get_mut(j as usize)) {
+                *slot = *c;
             }
         }
     }
@@ -176,4 +199,177 @@ pub(crate) fn endpoint_of(g: &Generation, key: &FlowKey, e: &FlowEntry) -> Optio
         proto: key.proto,
     })?;
     g.find_endpoint(svc, e.backend_addr, e.backend_port)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::service::{EndpointSpec, LinkSpec, Protocol, ServiceSpec, Topology};
+    use crate::wire::MacAddr;
+
+    fn topo() -> Topology {
+        Topology {
+            links: vec![LinkSpec {
+                name: "eth0".into(),
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                addr: Ipv4Addr::new(10, 200, 0, 254),
+                prefix_len: 16,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn service(name: &str, port: u16, eps: impl Iterator<Item = (u8, u8)>) -> Arc<ServiceSpec> {
+        let mut s = ServiceSpec::new(name, Ipv4Addr::new(198, 18, 0, 1), port, Protocol::Tcp);
+        s.table_size = 251;
+        s.endpoints = eps
+            .map(|(third, last)| EndpointSpec::new(Ipv4Addr::new(10, 200, third, last), 8080))
+            .collect();
+        Arc::new(s)
+    }
+
+    type Identity = (VipKey, u32, u16);
+
+    fn identity(g: &Generation, i: u32) -> Option<Identity> {
+        let e = g.endpoint(i);
+        (!e.is_hole()).then(|| (g.service(e.service).key, e.addr, e.port))
+    }
+
+    /// Counters unique to each endpoint of `g`, as a worker would have.
+    fn counters_for(g: &Generation, salt: u64) -> Vec<EndpointCounters> {
+        (0..g.endpoint_count() as u32)
+            .map(|i| match identity(g, i) {
+                Some(_) => EndpointCounters {
+                    packets_in: salt * 1_000_000 + u64::from(i) + 1,
+                    active_flows: u64::from(i % 3),
+                    ..Default::default()
+                },
+                None => EndpointCounters::default(),
+            })
+            .collect()
+    }
+
+    /// What the remap must produce: every endpoint of `new` gets the
+    /// counters its identity had in `old`, all else zero (a full pass, as
+    /// before chunk sharing).
+    fn by_identity(
+        old: &Generation,
+        counters: &[EndpointCounters],
+        new: &Generation,
+    ) -> Vec<EndpointCounters> {
+        let was: HashMap<Identity, EndpointCounters> = (0..old.endpoint_count() as u32)
+            .filter_map(|i| identity(old, i).map(|id| (id, counters[i as usize])))
+            .collect();
+        (0..new.endpoint_count() as u32)
+            .map(|i| {
+                identity(new, i)
+                    .and_then(|id| was.get(&id).copied())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn counters_stay_put_for_unchanged_endpoints_and_follow_moved_ones() {
+        let specs: Vec<Arc<ServiceSpec>> = (0..8u16)
+            .map(|s| service(&format!("s{s}"), 80 + s, (1..=90).map(|i| (s as u8, i))))
+            .collect();
+        let g1 = Generation::build_shared(1, &topo(), &specs).unwrap();
+        let mut counters = counters_for(&g1, 1);
+        let before = counters.clone();
+        // Grow s3 past its block (all its endpoints move to new indices),
+        // change a weight in s6, remove s1, add s9.
+        let mut next = specs.clone();
+        next[3] = service("s3", 83, (1..=120).map(|i| (3, i)));
+        let mut s6 = (*next[6]).clone();
+        s6.endpoints[7].weight = 5;
+        next[6] = Arc::new(s6);
+        next.remove(1);
+        next.push(service("s9", 99, (1..=10).map(|i| (9, i))));
+        let g2 = Generation::rebuild(&g1, 2, &next).unwrap();
+        let want = by_identity(&g1, &before, &g2);
+        let mut scratch = Vec::new();
+        remap_endpoint_counters(&g1, &g2, &mut counters, &mut scratch);
+        assert_eq!(counters, want);
+        // s3's endpoints did move, and took their counters along.
+        let (s3_old, s3_new) = (
+            g1.service(g1.service_by_name("s3").unwrap())
+                .endpoints
+                .start,
+            g2.service(g2.service_by_name("s3").unwrap())
+                .endpoints
+                .start,
+        );
+        assert_ne!(s3_old, s3_new);
+        assert_eq!(counters[s3_new as usize], before[s3_old as usize]);
+        assert_ne!(counters[s3_new as usize], EndpointCounters::default());
+        // An endpoint outside every changed range kept its counters exactly.
+        let s0 = g2.service_by_name("s0").unwrap();
+        let i = g2.service(s0).endpoints.start as usize;
+        assert_eq!(counters[i], before[i]);
+    }
+
+    #[test]
+    fn remap_agrees_with_a_full_identity_pass_through_churn() {
+        let mut specs: Vec<Arc<ServiceSpec>> = (0..12u16)
+            .map(|s| service(&format!("s{s}"), 80 + s, (1..=40).map(|i| (s as u8, i))))
+            .collect();
+        let mut g = Generation::build_shared(1, &topo(), &specs).unwrap();
+        let mut counters = counters_for(&g, 1);
+        let mut scratch = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 2..200u64 {
+            let s = rnd(specs.len() as u64) as usize;
+            let name = specs[s].name.clone();
+            let port = specs[s].port;
+            let third = port as u8;
+            specs[s] = match rnd(5) {
+                // Resize (may relocate the block, or leave holes).
+                0 => service(&name, port, (1..=1 + rnd(120) as u8).map(|i| (third, i))),
+                // Another VIP for the same endpoints.
+                1 => {
+                    let mut v = (*specs[s]).clone();
+                    v.vip = Ipv4Addr::new(198, 18, 1, rnd(200) as u8);
+                    Arc::new(v)
+                }
+                _ => {
+                    let mut v = (*specs[s]).clone();
+                    if let Some(e) = v.endpoints.first_mut() {
+                        e.weight = 1 + rnd(3) as u32;
+                    }
+                    Arc::new(v)
+                }
+            };
+            let next = match Generation::rebuild(&g, round, &specs) {
+                Ok(n) => n,
+                Err(_) => {
+                    // A VIP clash: undo and carry on.
+                    specs[s] = g
+                        .service(g.service_by_name(&name).unwrap())
+                        .spec()
+                        .unwrap()
+                        .clone();
+                    continue;
+                }
+            };
+            let want = by_identity(&g, &counters, &next);
+            remap_endpoint_counters(&g, &next, &mut counters, &mut scratch);
+            assert_eq!(counters, want, "round {round}");
+            // New traffic under the new generation, so every round carries
+            // fresh values.
+            for (c, f) in counters.iter_mut().zip(counters_for(&next, round)) {
+                c.bytes_in += f.packets_in;
+            }
+            g = next;
+        }
+    }
 }

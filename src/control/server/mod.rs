@@ -8,8 +8,9 @@
 //! its unsent replies pass the bound. The only waits are on the workers
 //! (bounded by the publish and query timeouts).
 
+use std::collections::HashMap;
 use std::io::{ErrorKind as IoKind, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +21,16 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::arp::{ArpLink, ArpTimers, Neighbors, Outgoing};
+use super::arp::{ArpLink, ArpTimers, Neighbors};
 use super::config::Config;
 use super::protocol::{ErrorBody, ErrorKind, Outcome, Request, Response, MAX_LINE};
 use super::query::{self, Sampler};
+use super::sched::{self, ControlPriority};
 use super::store::{Store, StoreError};
 use super::Dataplane;
+use crate::service::Generation;
+
+mod neighbors;
 
 const LISTENER: Token = Token(0);
 const METRICS: Token = Token(1);
@@ -62,6 +67,9 @@ pub struct ServerOptions {
     /// Prometheus listener (already checked to be loopback or allowed).
     pub metrics: Option<SocketAddr>,
     pub limits: Limits,
+    /// Scheduling class the control thread asks for (falls back to
+    /// time-sharing with a warning when refused).
+    pub priority: ControlPriority,
 }
 
 /// Why the control server could not start.
@@ -140,6 +148,7 @@ impl ControlServer {
             socket: config.control.socket.clone(),
             metrics: config.control.metrics,
             limits: Limits::default(),
+            priority: config.control.priority,
         };
         ControlServer::spawn_with(opts, store, dataplane)
     }
@@ -206,14 +215,18 @@ impl ControlServer {
             socket: opts.socket.clone(),
             arp: neighbors,
             arp_epoch: Instant::now(),
-            arp_gen: 0,
+            arp_seen: None,
+            arp_hops: HashMap::new(),
         };
         // Tell the segments where sluice's addresses and VIPs live.
         let garp = lp.arp.announce();
         lp.send_arp(garp);
+        let priority = opts.priority;
         let thread = std::thread::Builder::new()
             .name("sluice-control".into())
             .spawn(move || {
+                let wait = sched::apply_or_warn(priority);
+                lp.dp.set_wait(wait);
                 lp.run();
                 lp.dp
             })?;
@@ -326,88 +339,15 @@ struct Loop<B: Send + 'static> {
     arp: Neighbors,
     arp_epoch: Instant,
     /// Generation whose next hops and VIPs `arp` was last told about.
-    arp_gen: u64,
+    arp_seen: Option<Arc<Generation>>,
+    /// Next hops of that generation's endpoints, with how many endpoints
+    /// use each: kept up to date over the endpoints a generation changed,
+    /// so a change to one service costs that service, not a pass over
+    /// every endpoint.
+    arp_hops: HashMap<Ipv4Addr, u32>,
 }
 
 impl<B: Send + 'static> Loop<B> {
-    /// Punted ARP frames answered, neighbors asked and learnt; a new
-    /// generation when what the data path can reach changed.
-    fn arp_step(&mut self) {
-        let g = self.dp.current().clone();
-        if g.number != self.arp_gen {
-            self.arp_gen = g.number;
-            self.arp.set_vips(
-                g.services()
-                    .map(|(_, s)| std::net::Ipv4Addr::from(s.key.addr))
-                    .filter(|a| !a.is_unspecified()),
-            );
-            let mut hops: Vec<std::net::Ipv4Addr> = g
-                .endpoints()
-                .iter()
-                .filter(|e| e.port != 0)
-                .filter_map(|e| g.next_hop(e.addr))
-                .map(|h| std::net::Ipv4Addr::from(h.next_hop))
-                .collect();
-            let topo = self.store.topology();
-            hops.extend(topo.gateway);
-            hops.extend(topo.routes.iter().map(|r| r.via));
-            hops.sort();
-            hops.dedup();
-            self.arp.want(hops);
-        }
-        let now = self.arp_epoch.elapsed();
-        let mut out = Vec::new();
-        let mut changed = false;
-        for _ in 0..1024 {
-            let Some((port, frame)) = self.dp.take_punted() else {
-                break;
-            };
-            match frame.get(12..14) {
-                // Headers of a packet the data path dropped for want of a
-                // neighbor: resolve its next hop.
-                Some([0x08, 0x00]) => {
-                    if let Some(hop) = frame
-                        .get(30..34)
-                        .and_then(|d| g.next_hop(u32::from_be_bytes([d[0], d[1], d[2], d[3]])))
-                    {
-                        self.arp.solicit(std::net::Ipv4Addr::from(hop.next_hop));
-                    }
-                }
-                _ => {
-                    let (reply, c) = self.arp.on_frame(port, &frame, now);
-                    out.extend(reply);
-                    changed |= c;
-                }
-            }
-        }
-        let (asks, c) = self.arp.tick(now);
-        out.extend(asks);
-        changed |= c;
-        self.send_arp(out);
-        if changed {
-            let learnt = self.arp.resolved();
-            match self.store.set_learnt_neighbors(&mut self.dp, learnt) {
-                Ok(a) => {
-                    self.arp_gen = a.generation;
-                    tracing::info!(generation = a.generation, "neighbors changed");
-                }
-                Err(e) => tracing::warn!(error = %e, "publishing learnt neighbors failed"),
-            }
-        }
-    }
-
-    fn send_arp(&mut self, frames: Vec<Outgoing>) {
-        for o in frames {
-            // Any worker can send on any port; worker 0 always exists.
-            if !self.dp.inject(0, o.port, o.frame) {
-                tracing::warn!(
-                    port = o.port,
-                    "ARP frame dropped: worker 0's inject queue is full"
-                );
-            }
-        }
-    }
-
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         let mut work: Vec<Work> = Vec::new();
