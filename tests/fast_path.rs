@@ -96,8 +96,11 @@ proptest! {
         for (i, e) in events.iter().enumerate() {
             match e {
                 Event::Publish(v) => {
+                    // Workers take generations at their next poll; polling
+                    // here keeps the rig's bounded channel from filling.
                     fast.publish(&specs(*v));
                     general.publish(&specs(*v));
+                    prop_assert_eq!(fast.poll_all(), general.poll_all(), "after event {}", i);
                 }
                 Event::Poll => {
                     prop_assert_eq!(fast.poll_all(), general.poll_all(), "after event {}", i);
