@@ -72,7 +72,15 @@ impl FlowEntry {
     /// stamped slightly in the future (a clock read earlier than `last_seen`) counts as fresh.
     #[inline(always)]
     pub fn is_expired(&self, now: Tick, timeouts: &Timeouts) -> bool {
-        now.wrapping_sub(self.last_seen) as i32 > self.state.timeout(timeouts) as i32
+        self.idle_ms(now) > self.state.timeout(timeouts) as i32
+    }
+
+    /// Milliseconds since the flow last saw a packet, negative if `now`
+    /// lags `last_seen` (timeouts stay below 2^31 so the comparison holds
+    /// across a clock wrap).
+    #[inline(always)]
+    pub fn idle_ms(&self, now: Tick) -> i32 {
+        now.wrapping_sub(self.last_seen) as i32
     }
 }
 
@@ -229,13 +237,14 @@ impl<K: TableKey> FlowTable<K> {
     /// The live flow with this key, if any.
     #[inline]
     pub fn lookup(&self, key: &K, hash: u64) -> Option<FlowId> {
-        let slots = &self.slots;
-        self.index
-            .find(
-                hash,
-                |&id| matches!(slots.get(id as usize), Some(Slot::Used { key: k, .. }) if k == key),
-            )
-            .copied()
+        self.index.find(hash, |&id| self.holds(id, key)).copied()
+    }
+
+    /// Whether slot `id` holds the live flow `key` (the one key comparison
+    /// every lookup path ends in).
+    #[inline(always)]
+    fn holds(&self, id: FlowId, key: &K) -> bool {
+        matches!(self.slots.get(id as usize), Some(Slot::Used { key: k, .. }) if k == key)
     }
 
     /// [`lookup`](Self::lookup) through the hint array first: one load and
@@ -252,12 +261,9 @@ impl<K: TableKey> FlowTable<K> {
     /// what a batch does first for every packet so their cache misses
     /// overlap (see `hints`).
     #[inline(always)]
-    pub fn hint_probe(&self, key: &K, hash: u64) -> Option<FlowId> {
+    fn hint_probe(&self, key: &K, hash: u64) -> Option<FlowId> {
         let id = *self.hints.get(hash as usize & self.hint_mask)?;
-        match self.slots.get(id as usize) {
-            Some(Slot::Used { key: k, .. }) if k == key => Some(id),
-            _ => None,
-        }
+        self.holds(id, key).then_some(id)
     }
 
     /// Looks up a batch of keys (`hashes[i]` being `keys[i]`'s hash) into
@@ -272,9 +278,7 @@ impl<K: TableKey> FlowTable<K> {
         }
         // Loop 2: every hinted slot (independent loads); keep confirmed ones.
         for i in 0..n {
-            let id = out[i].unwrap_or(FREE_END);
-            let hit = matches!(self.slots.get(id as usize), Some(Slot::Used { key, .. }) if *key == keys[i]);
-            out[i] = if hit { Some(id) } else { None };
+            out[i] = out[i].filter(|&id| self.holds(id, &keys[i]));
         }
         // Loop 3: the rest through hashbrown.
         for i in 0..n {
@@ -473,16 +477,6 @@ impl<K: TableKey> FlowTable<K> {
             })
     }
 
-    /// Hint that `id` will be read soon, for batched lookups.
-    ///
-    /// A no-op: stable Rust offers no prefetch without `unsafe` (`_mm_prefetch` is a
-    /// `target_feature` function), which this crate allows only at FFI and mmap boundaries, and
-    /// [`lookup`](Self::lookup) has already pulled the slot into cache by comparing its key.
-    #[inline(always)]
-    pub fn prefetch(&self, id: FlowId) {
-        let _ = id;
-    }
-
     /// Bytes allocated by the slab and the index (for memory accounting).
     pub fn allocated_bytes(&self) -> usize {
         core::mem::size_of_val(&*self.slots)
@@ -552,7 +546,7 @@ impl<K: TableKey> FlowTable<K> {
             let Some(Slot::Used { entry, .. }) = self.slots.get(at) else {
                 continue;
             };
-            let age = now.wrapping_sub(entry.last_seen) as i32;
+            let age = entry.idle_ms(now);
             let limit = limits.get(entry.state as usize).copied().unwrap_or(0) as i32;
             if age > limit {
                 victim = Some((at, EvictReason::Expired));
@@ -936,12 +930,5 @@ mod tests {
         })
         .unwrap();
         assert!(t.is_expired(id, 1000));
-    }
-
-    #[test]
-    fn prefetch_accepts_any_id() {
-        let t = table(4);
-        t.prefetch(0);
-        t.prefetch(u32::MAX);
     }
 }

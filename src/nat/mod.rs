@@ -120,6 +120,11 @@ pub fn dnat(
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) {
+    // Untagged Ethernet and a 20-byte IP header: the fixed-offset rewrite.
+    let common = o.l3 == 14 && o.l4 == 34;
+    if common && dnat_common(frame, u32::from(backend), backend_port, src_mac, dst_mac) {
+        return;
+    }
     rewrite_addr_port(frame, o, true, backend, backend_port);
     set_l2(frame, src_mac, dst_mac);
 }
@@ -357,7 +362,8 @@ mod tests {
             }
             let o = Offsets { l3: 14, l4: 34, end: frame.len() as u16, proto: frame[23] };
             let mut general = frame.clone();
-            dnat(&mut general, o, Ipv4Addr::from(backend), port, MacAddr(src), MacAddr(dst));
+            rewrite_addr_port(&mut general, o, true, Ipv4Addr::from(backend), port);
+            set_l2(&mut general, MacAddr(src), MacAddr(dst));
             prop_assert!(dnat_common(&mut frame, backend, port, MacAddr(src), MacAddr(dst)));
             prop_assert_eq!(frame, general);
         }

@@ -421,8 +421,9 @@ impl<P: Port> Worker<P> {
     /// common case (a mid-flow packet of a known flow, see
     /// [`Worker::fast_forward`]) is rewritten in place at once; anything else
     /// takes the general path for that packet alone. On tables too large for
-    /// the cache, a first pass reads every packet's hinted flow slot so that
-    /// the burst's cache misses overlap instead of queueing one per packet.
+    /// the cache, a first pass looks the whole burst's flows up together
+    /// ([`Worker::pre_lookup`]) so their cache misses overlap instead of
+    /// queueing one per packet.
     fn process_burst(&mut self, burst: &mut Vec<P::Buf>, now: Tick, handed: bool) {
         if self.cfg.mac_swap_only {
             for mut b in burst.drain(..) {
@@ -491,6 +492,18 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// The forward flow of `p` as (hash, slot): the batched first pass's
+    /// answer when it has one, else a hinted lookup now.
+    #[inline(always)]
+    fn find_flow(&self, p: &Parsed, pre: PreLookup) -> (u64, Option<FlowId>) {
+        if let PreLookup { hash: Some(h), id } = pre {
+            return (h, id);
+        }
+        let key = p.forward_key();
+        let hash = self.flows.hash(&key);
+        (hash, self.flows.lookup_hinted(&key, hash))
+    }
+
     /// The general path for one packet: every verdict, every drop reason.
     /// `pre` is the first pass's lookup, if still valid.
     #[inline(never)]
@@ -522,14 +535,7 @@ impl<P: Port> Worker<P> {
                 if owner != self.id && !handed {
                     return Stage::Handoff(owner);
                 }
-                let (hash, id) = match pre {
-                    PreLookup { hash: Some(h), id } => (h, id),
-                    _ => {
-                        let key = p.forward_key();
-                        let hash = self.flows.hash(&key);
-                        (hash, self.flows.lookup_hinted(&key, hash))
-                    }
-                };
+                let (hash, id) = self.find_flow(&p, pre);
                 Stage::Forward(p, Lookup { svc, hash, id })
             }
             Ok(Class::Reply) => {

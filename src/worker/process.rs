@@ -233,12 +233,13 @@ impl VipMemo {
     /// `g.service_for(vip)`, remembered.
     #[inline(always)]
     pub(crate) fn service(&self, g: &Generation, vip: &VipKey) -> Option<u32> {
+        let packed = vip.packed();
         let (key, svc) = self.0.get();
-        if key == vip.packed() {
+        if key == packed {
             return Some(svc);
         }
         let svc = g.service_for(vip)?;
-        self.0.set((vip.packed(), svc));
+        self.0.set((packed, svc));
         Some(svc)
     }
 }
@@ -316,11 +317,8 @@ impl<P: Port> Worker<P> {
         if !handed && owner_worker(p.src, p.sport, self.n_workers) != self.id {
             return None;
         }
-        let key = p.forward_key();
-        let id = match pre {
-            super::PreLookup { hash: Some(_), id } => id?,
-            _ => self.flows.lookup_hinted(&key, self.flows.hash(&key))?,
-        };
+        let (_, id) = self.find_flow(&p, pre);
+        let id = id?;
         let e = self.flows.entry_mut(id);
         // An entry pinned under an older generation is re-resolved by
         // identity on the general path (its endpoint index may have moved).
@@ -435,10 +433,7 @@ impl<P: Port> Worker<P> {
         let Some(link) = g.link(port) else {
             return (Verdict::Drop(DropReason::NoRoute), None);
         };
-        let common = p.o.l3 == 14 && p.o.l4 == 34;
-        if !(common && nat::dnat_common(frame, ep.addr, ep.port, link.mac, mac)) {
-            nat::dnat(frame, p.o, Ipv4Addr::from(ep.addr), ep.port, link.mac, mac);
-        }
+        nat::dnat(frame, p.o, Ipv4Addr::from(ep.addr), ep.port, link.mac, mac);
         self.counters.forwarded += 1;
         (Verdict::Forward { port }, None)
     }
