@@ -71,33 +71,23 @@ pub struct PriorityError(std::io::Error);
 /// Puts the calling thread in `p`'s class; the wait policy that class
 /// needs.
 pub fn set_current_thread(p: ControlPriority) -> Result<Wait, PriorityError> {
-    match p {
-        ControlPriority::Normal => {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: as below; leaving a real-time class is always allowed.
-            let rc = unsafe {
-                libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_OTHER, &param)
-            };
-            if rc == 0 {
-                Ok(Wait::Yield)
-            } else {
-                Err(PriorityError(std::io::Error::from_raw_os_error(rc)))
-            }
-        }
-        ControlPriority::Realtime => {
-            let param = libc::sched_param { sched_priority: 1 };
-            // SAFETY: `pthread_self` names the calling thread, which is
-            // alive for the call; `param` is a valid, initialised
-            // `sched_param` the call only reads.
-            let rc = unsafe {
-                libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param)
-            };
-            if rc == 0 {
-                Ok(Wait::Sleep)
-            } else {
-                Err(PriorityError(std::io::Error::from_raw_os_error(rc)))
-            }
-        }
+    // Leaving a real-time class is always allowed; entering one may be
+    // refused (no CAP_SYS_NICE, RLIMIT_RTPRIO).
+    let (policy, priority, wait) = match p {
+        ControlPriority::Normal => (libc::SCHED_OTHER, 0, Wait::Yield),
+        ControlPriority::Realtime => (libc::SCHED_FIFO, 1, Wait::Sleep),
+    };
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `pthread_self` names the calling thread, which is alive for
+    // the call; `param` is a valid, initialised `sched_param` the call only
+    // reads.
+    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) };
+    if rc == 0 {
+        Ok(wait)
+    } else {
+        Err(PriorityError(std::io::Error::from_raw_os_error(rc)))
     }
 }
 

@@ -126,12 +126,6 @@ impl BackendMap {
 
     /// (shards shared with `other`, shards).
     pub fn sharing(&self, other: &BackendMap) -> (usize, usize) {
-        let shared = self
-            .shards
-            .iter()
-            .zip(&other.shards)
-            .filter(|(a, b)| Arc::ptr_eq(a, b))
-            .count();
-        (shared, self.shards.len())
+        super::shared_arcs(&self.shards, &other.shards)
     }
 }

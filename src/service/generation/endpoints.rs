@@ -130,12 +130,6 @@ impl EndpointTable {
 
     /// (chunks shared with `other`, chunks in `self`).
     pub fn sharing(&self, other: &EndpointTable) -> (usize, usize) {
-        let shared = self
-            .chunks
-            .iter()
-            .zip(&other.chunks)
-            .filter(|(a, b)| Arc::ptr_eq(a, b))
-            .count();
-        (shared, self.chunks.len())
+        super::shared_arcs(&self.chunks, &other.chunks)
     }
 }

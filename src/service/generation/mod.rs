@@ -353,16 +353,10 @@ impl Generation {
 
     /// What this generation shares with `other` (an ancestor, usually).
     pub fn sharing(&self, other: &Generation) -> Sharing {
-        let services = self
-            .services
-            .iter()
-            .zip(&other.services)
-            .filter(|(a, b)| Arc::ptr_eq(a, b))
-            .count();
         Sharing {
             endpoint_chunks: self.endpoints.sharing(&other.endpoints),
             backend_shards: self.backends.sharing(&other.backends),
-            services: (services, self.services.len()),
+            services: shared_arcs(&self.services, &other.services),
         }
     }
 
@@ -456,3 +450,15 @@ impl Generation {
 
 #[cfg(test)]
 mod tests;
+
+/// (position by position, how many of `mine` are the very allocation
+/// `theirs` holds, how many `mine` has): what a generation shares with an
+/// older one, structure by structure.
+fn shared_arcs<T: ?Sized>(mine: &[Arc<T>], theirs: &[Arc<T>]) -> (usize, usize) {
+    let shared = mine
+        .iter()
+        .zip(theirs)
+        .filter(|(a, b)| Arc::ptr_eq(a, b))
+        .count();
+    (shared, mine.len())
+}
