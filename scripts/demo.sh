@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # sluice demo: one client, sluice, three HTTP backends, each in its own
 # network namespace; 3000 requests on fresh connections through the VIP;
-# how many each backend served. Run as root:
+# how many each backend served. Runs as root (re-runs through sudo):
 #
 #   scripts/demo.sh            # AF_PACKET port (default)
 #   scripts/demo.sh --dpdk     # DPDK port over net_af_packet vdevs
@@ -19,7 +19,12 @@ for a in "$@"; do
     *) echo "unknown argument $a (try --help)" >&2; exit 2 ;;
   esac
 done
-[ "$(id -u)" = 0 ] || { echo "run as root: the demo creates network namespaces" >&2; exit 1; }
+if [ "$(id -u)" != 0 ]; then
+  # Namespaces need root: ask sudo when there is one.
+  command -v sudo >/dev/null && exec sudo "$0" "$@"
+  echo "run as root: the demo creates network namespaces" >&2
+  exit 1
+fi
 
 need=()
 for c in ip:iproute2 ethtool:ethtool python3:python3; do
