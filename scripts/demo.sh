@@ -15,7 +15,7 @@ REQUESTS=${REQUESTS:-3000}
 for a in "$@"; do
   case "$a" in
     --dpdk) MODE=dpdk ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument $a (try --help)" >&2; exit 2 ;;
   esac
 done
