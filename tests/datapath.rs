@@ -175,6 +175,46 @@ fn s3_syn_after_close_is_scheduled_by_maglev_not_by_the_old_entry() {
     }
 }
 
+/// `active_flows` counts open connections: one that closes (RST, or FINs
+/// both ways and the last ACK) leaves its backend's count at once although
+/// its entry stays to catch late segments, and evicting that entry later
+/// does not count it out twice. Without this, `ctl top` showed recently
+/// closed connections as load (found by the S2 end-to-end test).
+#[test]
+fn active_flows_count_open_connections_only() {
+    let mut rig = Rig::with_capacity(1, &[service(Protocol::Tcp, &eps(&[1, 1]))], 3);
+    let open = |rig: &Rig| -> u64 {
+        rig.workers[0]
+            .endpoint_counters()
+            .iter()
+            .map(|c| c.active_flows)
+            .sum()
+    };
+    let mut backend = [0u8; 3];
+    for (i, sport) in [1000u16, 1001, 1002].into_iter().enumerate() {
+        let (_, s) = one(rig.send(0, &from_client(sport, SYN, 10, 0)));
+        backend[i] = backend_index(&s);
+        rig.send(1, &from_backend(backend[i], sport, SYN | ACK, 20, 11));
+        rig.send(0, &from_client(sport, ACK, 11, 21));
+    }
+    assert_eq!((open(&rig), rig.workers[0].flow_count()), (3, 3));
+    rig.send(0, &from_client(1000, RST | ACK, 11, 21));
+    assert_eq!((open(&rig), rig.workers[0].flow_count()), (2, 3));
+    rig.send(0, &from_client(1001, FIN | ACK, 11, 21));
+    assert_eq!(open(&rig), 2, "half-closed is still open");
+    rig.send(1, &from_backend(backend[1], 1001, FIN | ACK, 21, 12));
+    rig.send(0, &from_client(1001, ACK, 12, 22));
+    assert_eq!((open(&rig), rig.workers[0].flow_count()), (1, 3));
+    // A late segment of the closed flow changes nothing.
+    rig.send(0, &from_client(1001, ACK, 12, 22));
+    assert_eq!(open(&rig), 1);
+    // The table is full: a new flow evicts a closed entry, which was
+    // already out of the count.
+    one(rig.send(0, &from_client(1003, SYN, 10, 0)));
+    assert_eq!(rig.counters(0).flows_evicted, 1);
+    assert_eq!((open(&rig), rig.workers[0].flow_count()), (2, 3));
+}
+
 /// S4a: a mid-flow packet whose flow this instance never saw goes to the
 /// backend any instance with the same endpoint set picks.
 #[test]

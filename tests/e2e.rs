@@ -6,7 +6,7 @@
 //! (sluice's workers poll, and the machine may have two cores).
 //!
 //! The scenarios are those of SCENARIOS.md: S1 (spread of sequential
-//! connections), S3 (rolling replacement with reused source ports), S4a
+//! connections), S2a (the skew of long-lived connections, visible), S3 (rolling replacement with reused source ports), S4a
 //! (restart keeps connections), S4b (removed backend: RST, not a hang),
 //! plus malformed input, forged backend replies and ARP.
 
@@ -407,6 +407,120 @@ fn next_line(lines: &Lines, limit: Duration) -> Value {
     lines
         .next(limit)
         .unwrap_or_else(|| panic!("no line from lab_conn within {limit:?}"))
+}
+
+/// One endpoint's row of `stats` (by "ADDR:PORT").
+fn endpoint_stats<'a>(s: &'a Value, endpoint: &str) -> &'a Value {
+    s["services"][0]["endpoints"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["endpoint"] == endpoint))
+        .unwrap_or_else(|| panic!("no endpoint {endpoint} in stats: {s}"))
+}
+
+/// S2 (a), the skew made visible: two clients hold four keep-alive
+/// connections each to a service of two backends, then four backends join.
+/// The live connections stay on their backends (moving one would break it),
+/// and both `ctl stats` and `ctl top` show at a glance that two of six
+/// backends carry every active flow and all the packets while the four new
+/// ones idle; new connections meanwhile spread over all six. Every request
+/// of the persistent connections succeeds throughout.
+#[test]
+fn s2_skew_of_long_lived_connections_is_visible() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(6, 2, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let ep = |i: usize| format!("{}:8080", Lab::backend_addr(i));
+    let port = VIP_PORT.to_string();
+    let mut conns = Vec::new();
+    for c in 1..=2 {
+        for _ in 0..4 {
+            let args = [
+                VIP,
+                port.as_str(),
+                "8",
+                "--interval",
+                "0.2",
+                "--timeout",
+                "5",
+            ];
+            let (idx, out) = lab.py_spawn(&format!("c{c}"), "lab_conn.py", &args);
+            conns.push((idx, Lines::new(out)));
+        }
+    }
+    let mut pinned = Vec::new();
+    for (_, lines) in &conns {
+        let hello = next_line(lines, Duration::from_secs(5));
+        let first = next_line(lines, Duration::from_secs(5));
+        let b = first["backend"].as_str().unwrap_or("").to_string();
+        assert!(b == "b1" || b == "b2", "{hello} {first}");
+        pinned.push(b);
+    }
+    for i in 3..=6 {
+        lab.ctl(&["endpoint", "add", "web", &ep(i)]);
+    }
+    // Let the persistent connections make a few more requests each.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = lab.stats();
+    let old: u64 = (1..=2)
+        .map(|i| {
+            endpoint_stats(&s, &ep(i))["active_flows"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(old, 8, "b1 and b2 should carry the 8 connections: {s}");
+    for i in 3..=6 {
+        let e = endpoint_stats(&s, &ep(i));
+        assert_eq!(e["active_flows"], 0, "{e}");
+        assert_eq!(
+            e["packets_in"],
+            0,
+            "a live connection moved to {}: {e}",
+            ep(i)
+        );
+    }
+    // The operator's view: each new backend's row reads 0 flows, 0.0% share.
+    let top = lab.ctl_text(&["top", "--count", "1"]);
+    for i in 3..=6 {
+        let row = top
+            .lines()
+            .find(|l| l.trim_start().starts_with(&ep(i)))
+            .unwrap_or_else(|| panic!("no row for {} in top:\n{top}", ep(i)));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cols.get(3),
+            Some(&"0"),
+            "flows column of {row:?} in:\n{top}"
+        );
+    }
+    eprintln!("S2: ctl top with the skew:\n{top}");
+    // New connections spread over all six.
+    let r = lab.http(1, 120);
+    assert_eq!(r["errors"], 0, "{r}");
+    let t = tally(&r);
+    for b in ["b1", "b2", "b3", "b4", "b5", "b6"] {
+        assert!(
+            t.get(b).copied().unwrap_or(0) > 0,
+            "{b} got no new connection: {r}"
+        );
+    }
+    // The persistent connections never failed nor moved.
+    for ((idx, lines), b) in conns.iter().zip(&pinned) {
+        loop {
+            let l = next_line(lines, Duration::from_secs(10));
+            assert!(
+                l.get("error").is_none(),
+                "a persistent connection failed: {l}"
+            );
+            if l.get("done").is_some() {
+                break;
+            }
+            assert_eq!(l["backend"].as_str(), Some(b.as_str()), "{l}");
+        }
+        assert!(lab.wait_child(*idx, Duration::from_secs(5)));
+    }
 }
 
 /// S4b: a long-lived connection whose backend is removed gets a RST on its

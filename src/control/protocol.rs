@@ -414,6 +414,8 @@ pub struct EndpointStats {
     pub endpoint: SocketAddrV4,
     pub weight: u32,
     pub state: crate::service::EndpointState,
+    /// Open flows to this endpoint (closed ones waiting to time out are not
+    /// counted).
     pub active_flows: u64,
     pub flows_created: u64,
     /// New flows per second since the previous sample.

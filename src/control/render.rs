@@ -203,7 +203,9 @@ pub fn stats(s: &Stats) -> String {
                 pct(e.active_flows as f64, flows),
                 e.new_flows_per_s,
                 si(e.packets_per_s),
-                if s.interval_s > 0.0 {
+                // No packet in the sampled interval (or none yet): the share
+                // of all packets so far, rather than a column of dashes.
+                if s.interval_s > 0.0 && pps > 0.0 {
                     pct(e.packets_per_s, pps)
                 } else {
                     pct(p, pkts)
@@ -213,4 +215,64 @@ pub fn stats(s: &Stats) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::{EndpointStats, ServiceStats};
+    use crate::service::{EndpointState, Protocol};
+
+    fn endpoint(last: u8, flows: u64, packets: u64) -> EndpointStats {
+        EndpointStats {
+            endpoint: format!("10.200.2.{last}:8080").parse().unwrap(),
+            weight: 1,
+            state: EndpointState::Active,
+            active_flows: flows,
+            flows_created: flows,
+            new_flows_per_s: 0.0,
+            packets_in: packets,
+            bytes_in: 0,
+            packets_out: 0,
+            bytes_out: 0,
+            packets_per_s: 0.0,
+        }
+    }
+
+    /// The S2 view: the backends carrying everything and the idle ones are
+    /// told apart by flows and packets, even when no packet flowed during
+    /// the sampled interval.
+    #[test]
+    fn stats_show_each_backends_share_of_flows_and_packets() {
+        let s = Stats {
+            interval_s: 0.5,
+            workers: vec![],
+            drops: Default::default(),
+            services: vec![ServiceStats {
+                name: "web".into(),
+                vip: "198.18.0.100:80".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                active_flows: 8,
+                new_flows_per_s: 0.0,
+                packets: 400,
+                bytes: 0,
+                table_size: 65537,
+                endpoints: vec![
+                    endpoint(11, 2, 100),
+                    endpoint(12, 6, 300),
+                    endpoint(13, 0, 0),
+                ],
+            }],
+        };
+        let text = stats(&s);
+        let row = |ep: &str| -> Vec<String> {
+            let line = text.lines().find(|l| l.contains(ep)).unwrap();
+            line.split_whitespace().map(str::to_string).collect()
+        };
+        // ENDPOINT STATE W FLOWS SHARE NEW/s PKT/s SHARE PACKETS
+        assert_eq!(row("10.200.2.11:8080")[3..5], ["2", "25.0%"], "{text}");
+        assert_eq!(row("10.200.2.12:8080")[7], "75.0%", "{text}");
+        assert_eq!(row("10.200.2.13:8080")[3..5], ["0", "0.0%"], "{text}");
+        assert_eq!(row("10.200.2.13:8080")[7], "0.0%", "{text}");
+    }
 }

@@ -372,9 +372,7 @@ impl<P: Port> Worker<P> {
         self.flush_tx();
         let (g, ep) = (&*self.gen, &mut self.ep);
         let expired = self.flows.expire_each(now, self.cfg.expire_budget, |k, e| {
-            if let Some(c) = query::endpoint_of(g, k, e).and_then(|i| ep.get_mut(i as usize)) {
-                c.active_flows = c.active_flows.saturating_sub(1);
-            }
+            process::forget(g, ep, k, e)
         });
         self.counters.flows_expired += expired as u64;
         total
@@ -652,6 +650,12 @@ impl<P: Port> Worker<P> {
     /// with `poll_once` on their own thread).
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Per-endpoint counters, indexed like the current generation's
+    /// endpoints (tests read them; the control thread asks by query).
+    pub fn endpoint_counters(&self) -> &[EndpointCounters] {
+        &self.ep
     }
 
     /// Flow-table occupancy.

@@ -334,12 +334,18 @@ impl<P: Port> Worker<P> {
         if usize::from(port) >= self.tx.len() {
             return None;
         }
-        e.last_seen = now;
-        e.state = if tcp {
+        let state = if tcp {
             e.state.next_tcp(Direction::Original, p.flags)
         } else {
             e.state.next_udp(Direction::Original)
         };
+        // A flow closing (or reopening) changes its backend's open-flow
+        // count: the general path does that bookkeeping.
+        if state.is_closed() != e.state.is_closed() {
+            return None;
+        }
+        e.last_seen = now;
+        e.state = state;
         if let Some(c) = self.ep.get_mut(e.endpoint as usize) {
             c.packets_in += 1;
             c.bytes_in += frame.len() as u64;
@@ -379,6 +385,7 @@ impl<P: Port> Worker<P> {
                 match pin(g, svc, &e, syn, p.seq) {
                     Pinned::Keep(ep) => {
                         let e = self.flows.entry_mut(id);
+                        let was = e.state;
                         e.endpoint = ep;
                         e.generation = g.number as u32;
                         e.last_seen = now;
@@ -387,6 +394,7 @@ impl<P: Port> Worker<P> {
                         } else {
                             e.state.next_udp(Direction::Original)
                         };
+                        count_open(&mut self.ep, Some(ep), was, e.state);
                         Some(ep)
                     }
                     Pinned::Reschedule => {
@@ -488,12 +496,17 @@ impl<P: Port> Worker<P> {
         if let Some(id) = id {
             let tcp = p.o.proto == IPPROTO_TCP;
             let e = self.flows.entry_mut(id);
+            let was = e.state;
             e.last_seen = now;
             e.state = if tcp {
                 e.state.next_tcp(Direction::Reply, p.flags)
             } else {
                 e.state.next_udp(Direction::Reply)
             };
+            if was.is_closed() != e.state.is_closed() {
+                let (k, e) = (self.flows.key(id), self.flows.entry(id));
+                count_open(&mut self.ep, endpoint_of(g, k, e), was, e.state);
+            }
         }
         let (port, mac) = match g.route(p.dst) {
             Ok(r) => r,
@@ -744,7 +757,7 @@ fn new_flow(
     *w.mutations += 1;
     if let Some(c) = w.ep.get_mut(ep_idx as usize) {
         c.flows_created += 1;
-        c.active_flows += 1;
+        c.active_flows += u64::from(!state.is_closed());
     }
     if let Some((k, e)) = ins.victim {
         w.counters.flows_evicted += 1;
@@ -761,11 +774,34 @@ struct FlowCtx<'a> {
     ep: &'a mut Vec<EndpointCounters>,
 }
 
-/// A flow leaves the table: its backend carries one flow less.
+/// A flow leaves the table: its backend carries one open flow less, unless
+/// the flow had already closed (see [`count_open`]).
 #[inline]
-fn forget(g: &Generation, ep: &mut [EndpointCounters], key: &FlowKey, e: &FlowEntry) {
+pub(crate) fn forget(g: &Generation, ep: &mut [EndpointCounters], key: &FlowKey, e: &FlowEntry) {
+    if e.state.is_closed() {
+        return;
+    }
     if let Some(c) = endpoint_of(g, key, e).and_then(|i| ep.get_mut(i as usize)) {
         c.active_flows = c.active_flows.saturating_sub(1);
+    }
+}
+
+/// `active_flows` counts a backend's open flows: a flow entering Closed or
+/// TimeWait leaves the count at once, though its entry stays in the table
+/// until it times out (to recognise late segments and reused tuples), and
+/// one leaving those states joins it again. Otherwise an operator looking
+/// for a skew (S2) would see every recently closed connection as load.
+#[inline]
+fn count_open(ep: &mut [EndpointCounters], at: Option<u32>, was: FlowState, now: FlowState) {
+    if was.is_closed() == now.is_closed() {
+        return;
+    }
+    if let Some(c) = at.and_then(|i| ep.get_mut(i as usize)) {
+        if now.is_closed() {
+            c.active_flows = c.active_flows.saturating_sub(1);
+        } else {
+            c.active_flows += 1;
+        }
     }
 }
 

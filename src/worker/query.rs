@@ -70,7 +70,8 @@ pub struct EndpointCounters {
     pub packets_out: u64,
     pub bytes_out: u64,
     pub flows_created: u64,
-    /// Flows in the worker's table pinned to this endpoint now.
+    /// Open flows (not Closed or TimeWait) in the worker's table pinned to
+    /// this endpoint now.
     pub active_flows: u64,
 }
 

@@ -310,6 +310,23 @@ impl Lab {
         })
     }
 
+    /// `sluice ctl ARGS` as a person runs it: the human-readable output.
+    pub fn ctl_text(&self, args: &[&str]) -> String {
+        let out = Command::new(SBIN)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run sluice ctl");
+        assert!(
+            out.status.success(),
+            "sluice ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn ctl(&self, args: &[&str]) -> Value {
         self.try_ctl(args).unwrap_or_else(|e| panic!("{e}"))
     }
