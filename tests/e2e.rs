@@ -7,7 +7,7 @@
 //!
 //! The scenarios are those of SCENARIOS.md: S1 (spread of sequential
 //! connections), S2a (the skew of long-lived connections, visible), S3 (rolling replacement with reused source ports), S4a
-//! (restart keeps connections), S4b (removed backend: RST, not a hang),
+//! (restart keeps connections), S4c (planned restart with a changed endpoint set), S4b (removed backend: RST, not a hang),
 //! plus malformed input, forged backend replies and ARP.
 
 #[macro_use]
@@ -523,6 +523,90 @@ fn s2_skew_of_long_lived_connections_is_visible() {
     }
 }
 
+/// S4c: a planned restart (SIGTERM, start again) keeps established
+/// connections even though the endpoint set grew from 2 to 6 backends while
+/// sluice was down. Eight keep-alive connections run across the restart:
+/// every request succeeds and each stays on its backend, though Maglev over
+/// the new set would send some of them elsewhere (checked with `explain`:
+/// those would have broken without the flow snapshot).
+#[test]
+fn s4c_planned_restart_keeps_connections_when_endpoints_changed_meanwhile() {
+    let _serial = lab_or_skip!();
+    let mut lab = Lab::up(6, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let port = VIP_PORT.to_string();
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        let args = [
+            VIP,
+            port.as_str(),
+            "7",
+            "--interval",
+            "0.2",
+            "--timeout",
+            "8",
+        ];
+        let (idx, out) = lab.py_spawn("c1", "lab_conn.py", &args);
+        conns.push((idx, Lines::new(out)));
+    }
+    let mut pinned = Vec::new();
+    for (_, lines) in &conns {
+        let hello = next_line(lines, Duration::from_secs(5));
+        let first = next_line(lines, Duration::from_secs(5));
+        let client = hello["connected"].as_str().unwrap_or("").to_string();
+        let b = first["backend"].as_str().unwrap_or("").to_string();
+        assert!(b == "b1" || b == "b2", "{hello} {first}");
+        pinned.push((client, b));
+    }
+    lab.stop_sluice();
+    lab.write_config(&[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]);
+    lab.start_sluice();
+    let restarted_at = lab::unix_now();
+    assert!(
+        lab.sluice_log().contains("flows restored"),
+        "{}",
+        lab.sluice_log()
+    );
+    // Maglev's answer for each connection over the new set: the snapshot
+    // overrides it where it differs.
+    let mut moved = 0;
+    for (client, b) in &pinned {
+        let x = lab.ctl(&["explain", "web", client, "--mid-flow"]);
+        let x = x.get("result").unwrap_or(&x);
+        let maglev = x["mid_flow_backend"].as_str().unwrap_or("").to_string();
+        let want = format!("{}:8080", Lab::backend_addr(b[1..].parse().unwrap_or(0)));
+        assert_eq!(x["backend"].as_str(), Some(want.as_str()), "{x}");
+        moved += usize::from(maglev != want);
+    }
+    assert!(
+        moved > 0,
+        "no connection would have moved: the test shows nothing"
+    );
+    let mut after = 0;
+    for ((idx, lines), (_, b)) in conns.iter().zip(&pinned) {
+        loop {
+            let l = next_line(lines, Duration::from_secs(12));
+            assert!(
+                l.get("error").is_none(),
+                "a connection failed across the restart: {l}"
+            );
+            if l.get("done").is_some() {
+                break;
+            }
+            assert_eq!(l["backend"].as_str(), Some(b.as_str()), "{l}");
+            after += usize::from(l["t"].as_f64().unwrap_or(0.0) > restarted_at);
+        }
+        assert!(lab.wait_child(*idx, Duration::from_secs(5)));
+    }
+    eprintln!("S4c: {moved} of 8 connections kept their backend only thanks to the snapshot; {after} answers after the restart");
+    assert!(
+        after >= 8 * 5,
+        "too few requests after the restart: {after}"
+    );
+}
+
 /// S4b: a long-lived connection whose backend is removed gets a RST on its
 /// next packet: the client's next request fails with ECONNRESET within a
 /// second instead of hanging in retransmissions.
@@ -597,6 +681,8 @@ fn s4b_backend_removed_client_gets_reset_within_a_second() {
 /// teaches the new sluice the client's MAC.
 fn s4a_restart(client_rearps: bool) {
     let mut lab = Lab::up(3, 1, Backend::AfPacket);
+    // What S4a is about: an instance that knows nothing of the flows.
+    lab.without_flow_snapshot();
     lab.write_config(&[(1, 1), (2, 1), (3, 1)]);
     lab.start_sluice();
     lab.wait_ready();

@@ -186,6 +186,7 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
             metrics: None,
             limits: Limits::default(),
             priority: ControlPriority::Realtime,
+            flow_state: None,
         },
         store,
         dp,

@@ -76,6 +76,11 @@ pub struct ControlSection {
     /// leaves it time-shared.
     #[serde(default)]
     pub priority: super::ControlPriority,
+    /// Where the flow tables are saved on a planned stop and restored from
+    /// on the next start (S4c). Default: beside the socket, with the
+    /// extension `.flows`; `""` turns saving and restoring off.
+    #[serde(default)]
+    pub flow_state: Option<PathBuf>,
 }
 
 fn default_socket() -> PathBuf {
@@ -89,6 +94,18 @@ impl Default for ControlSection {
             metrics: None,
             metrics_public: false,
             priority: super::ControlPriority::default(),
+            flow_state: None,
+        }
+    }
+}
+
+impl ControlSection {
+    /// The flow snapshot's path, `None` when turned off.
+    pub fn flow_state_path(&self) -> Option<PathBuf> {
+        match &self.flow_state {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(self.socket.with_extension("flows")),
         }
     }
 }
@@ -592,6 +609,25 @@ weight = 2
         );
         let bad = GOOD.replace("[control]\n", "[control]\npriority = \"urgent\"\n");
         assert!(refused(&bad).contains("priority"), "{}", refused(&bad));
+    }
+
+    #[test]
+    fn flow_snapshot_defaults_beside_the_socket_and_can_be_moved_or_turned_off() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(
+            c.control.flow_state_path(),
+            Some(c.control.socket.with_extension("flows"))
+        );
+        let moved = GOOD.replace(
+            "[control]\n",
+            "[control]\nflow_state = \"/var/lib/sluice/flows\"\n",
+        );
+        assert_eq!(
+            Config::parse(&moved).unwrap().control.flow_state_path(),
+            Some(PathBuf::from("/var/lib/sluice/flows"))
+        );
+        let off = GOOD.replace("[control]\n", "[control]\nflow_state = \"\"\n");
+        assert_eq!(Config::parse(&off).unwrap().control.flow_state_path(), None);
     }
 
     fn refused(text: &str) -> String {

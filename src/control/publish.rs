@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Sender, TrySendError};
 
 use super::sched::Wait;
-use crate::flow::FlowKey;
+use crate::flow::{FlowKey, SavedFlow};
 use crate::hash::owner_worker;
 use crate::port::Port;
 use crate::service::Generation;
 use crate::worker::{
-    Counters, EndpointCounters, EndpointStat, FlowInfo, Plumbing, Punted, SharedCounters, Worker,
-    WorkerConfig, WorkerRequest,
+    Counters, EndpointCounters, EndpointStat, FlowInfo, Plumbing, Punted, Restored, SharedCounters,
+    Worker, WorkerConfig, WorkerRequest,
 };
 
 /// Why a generation did not take effect everywhere in time.
@@ -229,6 +229,41 @@ impl<B: Send + 'static> Dataplane<B> {
             key,
             reply,
         })
+    }
+
+    /// Every worker's flows, for the snapshot of a planned stop.
+    pub fn save_flows(&self, timeout: Duration) -> Result<Vec<SavedFlow>, PublishError> {
+        let mut all = Vec::new();
+        for w in 0..self.requests.len() {
+            all.extend(self.ask(w, timeout, |reply| WorkerRequest::SaveFlows { reply })?);
+        }
+        Ok(all)
+    }
+
+    /// Gives a snapshot's flows back, each to the worker that owns it now
+    /// (the worker count may have changed since the snapshot).
+    pub fn restore_flows(
+        &self,
+        flows: Vec<SavedFlow>,
+        timeout: Duration,
+    ) -> Result<Restored, PublishError> {
+        let n = self.requests.len();
+        let mut parts = vec![Vec::new(); n];
+        for f in flows {
+            let w = owner_worker(f.key.client_addr, f.key.client_port, n as u32) as usize;
+            if let Some(part) = parts.get_mut(w) {
+                part.push(f);
+            }
+        }
+        let mut total = Restored::default();
+        for (w, flows) in parts.into_iter().enumerate() {
+            let r = self.ask(w, timeout, |reply| WorkerRequest::RestoreFlows {
+                flows,
+                reply,
+            })?;
+            total.add(&r);
+        }
+        Ok(total)
     }
 
     /// Up to `limit` flows, gathered from every worker in turn.

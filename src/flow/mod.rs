@@ -2,13 +2,16 @@
 //!
 //! - [`key`]: [`FlowKey`], the client-side 5-tuple, and its stable hash;
 //! - [`tcp`]: [`FlowState`] transitions (conntrack-like) and [`Timeouts`];
-//! - [`table`]: [`FlowTable`], a preallocated slab plus hash index with incremental aging.
+//! - [`table`]: [`FlowTable`], a preallocated slab plus hash index with incremental aging;
+//! - [`save`]: snapshots of flow tables across a planned restart.
 
 pub mod key;
+pub mod save;
 pub mod table;
 pub mod tcp;
 
 pub use key::{ip_proto, FlowKey, TableKey};
+pub use save::SavedFlow;
 pub use table::{
     EvictReason, FlowEntry, FlowId, FlowTable, FlowTableError, Inserted, EVICTION_SCAN,
     MAX_CAPACITY,

@@ -19,10 +19,12 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use crossbeam_queue::ArrayQueue;
 
 pub use counters::{Counters, SharedCounters};
-pub use query::{EndpointCounters, EndpointReport, EndpointStat, FlowInfo, WorkerRequest};
+pub use query::{
+    EndpointCounters, EndpointReport, EndpointStat, FlowInfo, Restored, WorkerRequest,
+};
 pub use verdict::{DropReason, Verdict};
 
-use crate::flow::{FlowId, FlowKey, FlowTable, Tick, Timeouts};
+use crate::flow::{FlowEntry, FlowId, FlowKey, FlowTable, SavedFlow, Tick, Timeouts};
 use crate::hash::owner_worker;
 use crate::port::{PacketBuf, Port};
 use crate::service::Generation;
@@ -236,7 +238,11 @@ impl<P: Port> Worker<P> {
             return;
         };
         // A few per poll: a burst of requests must not starve the data path.
+        let mut restore = None;
         for _ in 0..4 {
+            if restore.is_some() {
+                break;
+            }
             let req = match rx.try_recv() {
                 Ok(r) => r,
                 Err(TryRecvError::Empty) => return,
@@ -267,8 +273,90 @@ impl<P: Port> Worker<P> {
                 WorkerRequest::EndpointStats { reply } => {
                     let _ = reply.send(EndpointReport::new(self.id, &self.gen, &self.ep));
                 }
+                WorkerRequest::SaveFlows { reply } => {
+                    let v = self
+                        .flows
+                        .iter()
+                        .map(|(_, k, e)| SavedFlow {
+                            key: *k,
+                            backend_addr: e.backend_addr,
+                            backend_port: e.backend_port,
+                            state: e.state,
+                            age_ms: clamp_age(now.wrapping_sub(e.created)),
+                            idle_ms: clamp_age(now.wrapping_sub(e.last_seen)),
+                            client_isn: e.client_isn,
+                        })
+                        .collect();
+                    let _ = reply.send(v);
+                }
+                // Needs the worker mutably: after the loop.
+                WorkerRequest::RestoreFlows { flows, reply } => restore = Some((flows, reply)),
             }
         }
+        if let Some((flows, reply)) = restore {
+            let r = self.restore_flows(flows, now);
+            let _ = reply.send(r);
+        }
+    }
+
+    /// Puts a snapshot's flows (those this worker owns) back in the table,
+    /// pinned to their saved backends by address and port; see
+    /// [`crate::flow::save`].
+    fn restore_flows(&mut self, flows: Vec<SavedFlow>, now: Tick) -> Restored {
+        let mut r = Restored::default();
+        let g = &*self.gen;
+        for f in flows {
+            let vip = crate::service::VipKey {
+                addr: f.key.vip_addr,
+                port: f.key.vip_port,
+                proto: f.key.proto,
+            };
+            let Some(svc) = g.service_for(&vip) else {
+                r.no_service += 1;
+                continue;
+            };
+            let hash = self.flows.hash(&f.key);
+            let timeout = f.state.timeout(self.flows.timeouts());
+            if f.idle_ms > timeout || self.flows.lookup(&f.key, hash).is_some() {
+                r.stale += 1;
+                continue;
+            }
+            let ep = g.find_endpoint(svc, f.backend_addr, f.backend_port);
+            let entry = FlowEntry {
+                backend_addr: f.backend_addr,
+                backend_port: f.backend_port,
+                state: f.state,
+                flags: 0,
+                // A backend the configuration lost is pinned to no
+                // endpoint: an entry of an older generation, which the
+                // next packet resolves by address (and finds gone).
+                endpoint: ep.unwrap_or(0),
+                generation: match ep {
+                    Some(_) => g.number as u32,
+                    None => (g.number as u32).wrapping_sub(1),
+                },
+                created: now.wrapping_sub(clamp_age(f.age_ms)),
+                last_seen: now.wrapping_sub(clamp_age(f.idle_ms)),
+                client_isn: f.client_isn,
+            };
+            let ins = self.flows.insert(f.key, hash, entry, now);
+            self.mutations += 1;
+            match ep {
+                Some(i) if !f.state.is_closed() => {
+                    if let Some(c) = self.ep.get_mut(i as usize) {
+                        c.active_flows += 1;
+                    }
+                }
+                Some(_) => {}
+                None => r.backend_gone += 1,
+            }
+            if let Some((k, e)) = ins.victim {
+                self.counters.flows_evicted += 1;
+                process::forget(g, &mut self.ep, &k, &e);
+            }
+            r.restored += 1;
+        }
+        r
     }
 
     /// Milliseconds on the worker clock (read once per poll, never per packet).
@@ -667,4 +755,10 @@ impl<P: Port> Worker<P> {
     pub fn ports(&self) -> &[P] {
         &self.ports
     }
+}
+
+/// An age in milliseconds kept below 2^30, so a restored timestamp
+/// (`now - age`) still reads as in the past on the wrapping clock.
+fn clamp_age(ms: u32) -> u32 {
+    ms.min(1 << 30)
 }

@@ -1,5 +1,5 @@
 //! What the control thread can ask a running worker, answered between
-//! bursts: flow lookups and dumps, per-endpoint counters. Requests travel
+//! bursts: flow lookups and dumps, per-endpoint counters, flow snapshots. Requests travel
 //! over a bounded channel and carry their own reply channel, so a worker
 //! never blocks on the control thread and a slow control client never
 //! stalls a worker.
@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crossbeam_channel::Sender;
 
-use crate::flow::{FlowEntry, FlowKey, FlowState, Tick};
+use crate::flow::{FlowEntry, FlowKey, FlowState, SavedFlow, Tick};
 use crate::service::{Generation, VipKey};
 
 /// A request to one worker.
@@ -26,6 +26,38 @@ pub enum WorkerRequest {
     },
     /// Counters of every endpoint of the generation the worker runs.
     EndpointStats { reply: Sender<EndpointReport> },
+    /// Every flow, for the snapshot of a planned stop (`flow::save`).
+    SaveFlows { reply: Sender<Vec<SavedFlow>> },
+    /// Flows of a snapshot that this worker owns, to be pinned to their
+    /// saved backends.
+    RestoreFlows {
+        flows: Vec<SavedFlow>,
+        reply: Sender<Restored>,
+    },
+}
+
+/// What a restore did with a snapshot's flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Flows back in a table.
+    pub restored: u64,
+    /// Of those, flows whose backend the configuration no longer has: their
+    /// next packet gets what any such flow gets (a RST, S4b).
+    pub backend_gone: u64,
+    /// Flows of services the configuration no longer has (not restored).
+    pub no_service: u64,
+    /// Flows idle past their timeout, or already re-created by traffic
+    /// (not restored).
+    pub stale: u64,
+}
+
+impl Restored {
+    pub fn add(&mut self, o: &Restored) {
+        self.restored += o.restored;
+        self.backend_gone += o.backend_gone;
+        self.no_service += o.no_service;
+        self.stale += o.stale;
+    }
 }
 
 /// One flow, as reported to operators.

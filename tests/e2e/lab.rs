@@ -90,6 +90,9 @@ pub struct Lab {
     dir: PathBuf,
     backend: Backend,
     sluice: Option<Child>,
+    /// Whether sluice saves its flows on a stop and restores them on start
+    /// (its default); off, a restart starts with empty tables.
+    flow_snapshot: bool,
     /// Servers and background clients, killed on drop.
     children: Vec<Child>,
 }
@@ -111,6 +114,7 @@ impl Lab {
             dir,
             backend,
             sluice: None,
+            flow_snapshot: true,
             children: Vec::new(),
         };
         let out = Command::new(script("netlab.sh"))
@@ -171,12 +175,22 @@ impl Lab {
         );
     }
 
+    /// Restarts of this lab's sluice start with empty flow tables (a crash,
+    /// or a fresh instance taking over), not from a snapshot.
+    pub fn without_flow_snapshot(&mut self) {
+        self.flow_snapshot = false;
+    }
+
     /// Writes the configuration: one TCP service "web" on VIP:80 with the
     /// given `(backend index, weight)` endpoints.
     pub fn write_config(&self, endpoints: &[(usize, u32)]) {
         let mut c = String::new();
         let sock = self.socket();
-        let _ = writeln!(c, "[control]\nsocket = \"{}\"\n", sock.display());
+        let _ = writeln!(c, "[control]\nsocket = \"{}\"", sock.display());
+        if !self.flow_snapshot {
+            let _ = writeln!(c, "flow_state = \"\"");
+        }
+        let _ = writeln!(c);
         let _ = writeln!(
             c,
             "[dataplane]\nbackend = \"{}\"\nworkers = 1\nidle = {{ mode = \"backoff\", spin_polls = 2000, sleep_us = 50 }}",

@@ -70,6 +70,9 @@ pub struct ServerOptions {
     /// Scheduling class the control thread asks for (falls back to
     /// time-sharing with a warning when refused).
     pub priority: ControlPriority,
+    /// Flow snapshot: restored from after the first generation is running,
+    /// written when the server stops (S4c; see `flow::save`).
+    pub flow_state: Option<PathBuf>,
 }
 
 /// Why the control server could not start.
@@ -149,6 +152,7 @@ impl ControlServer {
             metrics: config.control.metrics,
             limits: Limits::default(),
             priority: config.control.priority,
+            flow_state: config.control.flow_state_path(),
         };
         ControlServer::spawn_with(opts, store, dataplane)
     }
@@ -182,6 +186,9 @@ impl ControlServer {
         if let Err(e) = store.publish_all(&mut dataplane) {
             let _ = std::fs::remove_file(&opts.socket);
             return Err(e.into());
+        }
+        if let Some(path) = &opts.flow_state {
+            restore_flows(path, &dataplane);
         }
         tracing::info!(socket = %opts.socket.display(), generation = dataplane.current().number, "control socket ready");
         let mut neighbors = Neighbors::new(
@@ -222,12 +229,16 @@ impl ControlServer {
         let garp = lp.arp.announce();
         lp.send_arp(garp);
         let priority = opts.priority;
+        let flow_state = opts.flow_state.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-control".into())
             .spawn(move || {
                 let wait = sched::apply_or_warn(priority);
                 lp.dp.set_wait(wait);
                 lp.run();
+                if let Some(path) = &flow_state {
+                    save_flows(path, &lp.dp);
+                }
                 lp.dp
             })?;
         Ok(ControlHandle {
@@ -237,6 +248,50 @@ impl ControlServer {
             socket: opts.socket,
             metrics: metrics_addr,
         })
+    }
+}
+
+/// How long a worker may take to hand over or take back its flows.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Restores the flow snapshot at `path`, if there is one. A snapshot that
+/// cannot be read is reported and ignored: sluice starts with empty tables
+/// (mid-flow packets then go where Maglev says, S4a).
+fn restore_flows<B: Send + 'static>(path: &Path, dp: &Dataplane<B>) {
+    match crate::flow::save::take(path) {
+        Ok(None) => {}
+        Ok(Some(flows)) => {
+            let saved = flows.len();
+            match dp.restore_flows(flows, SNAPSHOT_TIMEOUT) {
+                Ok(r) => tracing::info!(
+                    path = %path.display(),
+                    saved,
+                    restored = r.restored,
+                    backend_gone = r.backend_gone,
+                    no_service = r.no_service,
+                    stale = r.stale,
+                    "flows restored"
+                ),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "flows not restored"),
+            }
+        }
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring the flow snapshot"),
+    }
+}
+
+/// Writes every worker's flows to `path` on a planned stop.
+fn save_flows<B: Send + 'static>(path: &Path, dp: &Dataplane<B>) {
+    let result = dp
+        .save_flows(SNAPSHOT_TIMEOUT)
+        .map_err(|e| e.to_string())
+        .and_then(|flows| {
+            crate::flow::save::save(path, &flows)
+                .map(|()| flows.len())
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(flows) => tracing::info!(path = %path.display(), flows, "flows saved"),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "flows not saved"),
     }
 }
 
