@@ -409,6 +409,75 @@ fn next_line(lines: &Lines, limit: Duration) -> Value {
         .unwrap_or_else(|| panic!("no line from lab_conn within {limit:?}"))
 }
 
+/// A keep-alive connection through the VIP (lab_conn.py): a request every
+/// 0.2 s on one TCP connection that is never reopened.
+struct KeepAlive {
+    child: usize,
+    lines: Lines,
+    /// The client's "addr:port".
+    client: String,
+    /// The backend that answered the first request.
+    backend: String,
+}
+
+/// Opens `n` keep-alive connections from client `c` for `seconds`, and
+/// waits for each one's first answer (which must come from b1 or b2).
+fn open_keep_alive(lab: &mut Lab, c: usize, n: usize, seconds: &str) -> Vec<KeepAlive> {
+    let port = VIP_PORT.to_string();
+    let args = [
+        VIP,
+        port.as_str(),
+        seconds,
+        "--interval",
+        "0.2",
+        "--timeout",
+        "8",
+    ];
+    let mut conns: Vec<(usize, Lines)> = (0..n)
+        .map(|_| {
+            let (child, out) = lab.py_spawn(&format!("c{c}"), "lab_conn.py", &args);
+            (child, Lines::new(out))
+        })
+        .collect();
+    conns
+        .drain(..)
+        .map(|(child, lines)| {
+            let hello = next_line(&lines, Duration::from_secs(5));
+            let first = next_line(&lines, Duration::from_secs(5));
+            let backend = first["backend"].as_str().unwrap_or("").to_string();
+            assert!(backend == "b1" || backend == "b2", "{hello} {first}");
+            KeepAlive {
+                child,
+                client: hello["connected"].as_str().unwrap_or("").to_string(),
+                lines,
+                backend,
+            }
+        })
+        .collect()
+}
+
+/// Reads every connection to its end: no request may fail and none may
+/// change backend. Returns how many answers came after `since` (unix time).
+fn finish_keep_alive(lab: &mut Lab, conns: &[KeepAlive], since: f64) -> usize {
+    let mut after = 0;
+    for k in conns {
+        loop {
+            let l = next_line(&k.lines, Duration::from_secs(12));
+            assert!(
+                l.get("error").is_none(),
+                "a keep-alive connection failed: {l}"
+            );
+            if l.get("done").is_some() {
+                break;
+            }
+            assert_eq!(l["backend"].as_str(), Some(k.backend.as_str()), "{l}");
+            after += usize::from(l["t"].as_f64().unwrap_or(0.0) > since);
+        }
+        assert!(lab.wait_child(k.child, Duration::from_secs(5)));
+    }
+    after
+}
+
 /// One endpoint's row of `stats` (by "ADDR:PORT").
 fn endpoint_stats<'a>(s: &'a Value, endpoint: &str) -> &'a Value {
     s["services"][0]["endpoints"]
@@ -432,31 +501,8 @@ fn s2_skew_of_long_lived_connections_is_visible() {
     lab.start_sluice();
     lab.wait_ready();
     let ep = |i: usize| format!("{}:8080", Lab::backend_addr(i));
-    let port = VIP_PORT.to_string();
-    let mut conns = Vec::new();
-    for c in 1..=2 {
-        for _ in 0..4 {
-            let args = [
-                VIP,
-                port.as_str(),
-                "8",
-                "--interval",
-                "0.2",
-                "--timeout",
-                "5",
-            ];
-            let (idx, out) = lab.py_spawn(&format!("c{c}"), "lab_conn.py", &args);
-            conns.push((idx, Lines::new(out)));
-        }
-    }
-    let mut pinned = Vec::new();
-    for (_, lines) in &conns {
-        let hello = next_line(lines, Duration::from_secs(5));
-        let first = next_line(lines, Duration::from_secs(5));
-        let b = first["backend"].as_str().unwrap_or("").to_string();
-        assert!(b == "b1" || b == "b2", "{hello} {first}");
-        pinned.push(b);
-    }
+    let mut conns = open_keep_alive(&mut lab, 1, 4, "8");
+    conns.extend(open_keep_alive(&mut lab, 2, 4, "8"));
     for i in 3..=6 {
         lab.ctl(&["endpoint", "add", "web", &ep(i)]);
     }
@@ -507,20 +553,7 @@ fn s2_skew_of_long_lived_connections_is_visible() {
         );
     }
     // The persistent connections never failed nor moved.
-    for ((idx, lines), b) in conns.iter().zip(&pinned) {
-        loop {
-            let l = next_line(lines, Duration::from_secs(10));
-            assert!(
-                l.get("error").is_none(),
-                "a persistent connection failed: {l}"
-            );
-            if l.get("done").is_some() {
-                break;
-            }
-            assert_eq!(l["backend"].as_str(), Some(b.as_str()), "{l}");
-        }
-        assert!(lab.wait_child(*idx, Duration::from_secs(5)));
-    }
+    finish_keep_alive(&mut lab, &conns, 0.0);
 }
 
 /// S4c: a planned restart (SIGTERM, start again) keeps established
@@ -536,30 +569,7 @@ fn s4c_planned_restart_keeps_connections_when_endpoints_changed_meanwhile() {
     lab.write_config(&[(1, 1), (2, 1)]);
     lab.start_sluice();
     lab.wait_ready();
-    let port = VIP_PORT.to_string();
-    let mut conns = Vec::new();
-    for _ in 0..8 {
-        let args = [
-            VIP,
-            port.as_str(),
-            "7",
-            "--interval",
-            "0.2",
-            "--timeout",
-            "8",
-        ];
-        let (idx, out) = lab.py_spawn("c1", "lab_conn.py", &args);
-        conns.push((idx, Lines::new(out)));
-    }
-    let mut pinned = Vec::new();
-    for (_, lines) in &conns {
-        let hello = next_line(lines, Duration::from_secs(5));
-        let first = next_line(lines, Duration::from_secs(5));
-        let client = hello["connected"].as_str().unwrap_or("").to_string();
-        let b = first["backend"].as_str().unwrap_or("").to_string();
-        assert!(b == "b1" || b == "b2", "{hello} {first}");
-        pinned.push((client, b));
-    }
+    let conns = open_keep_alive(&mut lab, 1, 8, "7");
     lab.stop_sluice();
     lab.write_config(&[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]);
     lab.start_sluice();
@@ -572,7 +582,8 @@ fn s4c_planned_restart_keeps_connections_when_endpoints_changed_meanwhile() {
     // Maglev's answer for each connection over the new set: the snapshot
     // overrides it where it differs.
     let mut moved = 0;
-    for (client, b) in &pinned {
+    for k in &conns {
+        let (client, b) = (&k.client, &k.backend);
         let x = lab.ctl(&["explain", "web", client, "--mid-flow"]);
         let x = x.get("result").unwrap_or(&x);
         let maglev = x["mid_flow_backend"].as_str().unwrap_or("").to_string();
@@ -584,22 +595,7 @@ fn s4c_planned_restart_keeps_connections_when_endpoints_changed_meanwhile() {
         moved > 0,
         "no connection would have moved: the test shows nothing"
     );
-    let mut after = 0;
-    for ((idx, lines), (_, b)) in conns.iter().zip(&pinned) {
-        loop {
-            let l = next_line(lines, Duration::from_secs(12));
-            assert!(
-                l.get("error").is_none(),
-                "a connection failed across the restart: {l}"
-            );
-            if l.get("done").is_some() {
-                break;
-            }
-            assert_eq!(l["backend"].as_str(), Some(b.as_str()), "{l}");
-            after += usize::from(l["t"].as_f64().unwrap_or(0.0) > restarted_at);
-        }
-        assert!(lab.wait_child(*idx, Duration::from_secs(5)));
-    }
+    let after = finish_keep_alive(&mut lab, &conns, restarted_at);
     eprintln!("S4c: {moved} of 8 connections kept their backend only thanks to the snapshot; {after} answers after the restart");
     assert!(
         after >= 8 * 5,
