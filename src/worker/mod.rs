@@ -240,9 +240,6 @@ impl<P: Port> Worker<P> {
         // A few per poll: a burst of requests must not starve the data path.
         let mut restore = None;
         for _ in 0..4 {
-            if restore.is_some() {
-                break;
-            }
             let req = match rx.try_recv() {
                 Ok(r) => r,
                 Err(TryRecvError::Empty) => return,
@@ -283,14 +280,17 @@ impl<P: Port> Worker<P> {
                             backend_port: e.backend_port,
                             state: e.state,
                             age_ms: clamp_age(now.wrapping_sub(e.created)),
-                            idle_ms: clamp_age(now.wrapping_sub(e.last_seen)),
+                            idle_ms: clamp_age(e.idle_ms(now).max(0) as u32),
                             client_isn: e.client_isn,
                         })
                         .collect();
                     let _ = reply.send(v);
                 }
                 // Needs the worker mutably: after the loop.
-                WorkerRequest::RestoreFlows { flows, reply } => restore = Some((flows, reply)),
+                WorkerRequest::RestoreFlows { flows, reply } => {
+                    restore = Some((flows, reply));
+                    break;
+                }
             }
         }
         if let Some((flows, reply)) = restore {
@@ -339,21 +339,14 @@ impl<P: Port> Worker<P> {
                 last_seen: now.wrapping_sub(clamp_age(f.idle_ms)),
                 client_isn: f.client_isn,
             };
-            let ins = self.flows.insert(f.key, hash, entry, now);
-            self.mutations += 1;
-            match ep {
-                Some(i) if !f.state.is_closed() => {
-                    if let Some(c) = self.ep.get_mut(i as usize) {
-                        c.active_flows += 1;
-                    }
-                }
-                Some(_) => {}
-                None => r.backend_gone += 1,
-            }
-            if let Some((k, e)) = ins.victim {
-                self.counters.flows_evicted += 1;
-                process::forget(g, &mut self.ep, &k, &e);
-            }
+            let mut ctx = process::FlowCtx {
+                flows: &mut self.flows,
+                counters: &mut self.counters,
+                mutations: &mut self.mutations,
+                ep: &mut self.ep,
+            };
+            process::admit(&mut ctx, g, f.key, hash, entry, now);
+            r.backend_gone += u64::from(ep.is_none());
             r.restored += 1;
         }
         r

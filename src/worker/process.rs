@@ -707,7 +707,7 @@ fn pin(g: &Generation, svc: u32, e: &FlowEntry, syn: bool, seq: u32) -> Pinned {
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn new_flow(
-    w: FlowCtx<'_>,
+    mut w: FlowCtx<'_>,
     g: &Generation,
     svc: u32,
     key: FlowKey,
@@ -737,7 +737,13 @@ fn new_flow(
     } else {
         FlowState::UdpUnreplied
     };
-    let ins = w.flows.insert(
+    w.counters.flows_created += 1;
+    if let Some(c) = w.ep.get_mut(ep_idx as usize) {
+        c.flows_created += 1;
+    }
+    admit(
+        &mut w,
+        g,
         key,
         hash,
         FlowEntry {
@@ -753,25 +759,41 @@ fn new_flow(
         },
         now,
     );
-    w.counters.flows_created += 1;
-    *w.mutations += 1;
-    if let Some(c) = w.ep.get_mut(ep_idx as usize) {
-        c.flows_created += 1;
-        c.active_flows += u64::from(!state.is_closed());
-    }
-    if let Some((k, e)) = ins.victim {
-        w.counters.flows_evicted += 1;
-        forget(g, w.ep, &k, &e);
-    }
     Some(ep_idx)
 }
 
+/// Puts an entry the table lacks into it and keeps the counters true: the
+/// flow's endpoint (when pinned under the current generation) gains an open
+/// flow unless the flow starts closed, and a flow evicted to make room is
+/// forgotten. Shared by new flows and restored ones.
+#[inline]
+pub(super) fn admit(
+    w: &mut FlowCtx<'_>,
+    g: &Generation,
+    key: FlowKey,
+    hash: u64,
+    e: FlowEntry,
+    now: Tick,
+) {
+    let ins = w.flows.insert(key, hash, e, now);
+    *w.mutations += 1;
+    if !e.state.is_closed() && e.generation == g.number as u32 {
+        if let Some(c) = w.ep.get_mut(e.endpoint as usize) {
+            c.active_flows += 1;
+        }
+    }
+    if let Some((k, v)) = ins.victim {
+        w.counters.flows_evicted += 1;
+        forget(g, w.ep, &k, &v);
+    }
+}
+
 /// The worker fields flow creation touches.
-struct FlowCtx<'a> {
-    flows: &'a mut FlowTable,
-    counters: &'a mut Counters,
-    mutations: &'a mut u64,
-    ep: &'a mut Vec<EndpointCounters>,
+pub(super) struct FlowCtx<'a> {
+    pub(super) flows: &'a mut FlowTable,
+    pub(super) counters: &'a mut Counters,
+    pub(super) mutations: &'a mut u64,
+    pub(super) ep: &'a mut Vec<EndpointCounters>,
 }
 
 /// A flow leaves the table: its backend carries one open flow less, unless
