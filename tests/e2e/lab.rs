@@ -300,12 +300,13 @@ impl Lab {
         std::fs::read_to_string(self.dir.join("sluice.log")).unwrap_or_default()
     }
 
-    pub fn try_ctl(&self, args: &[&str]) -> Result<Value, String> {
+    /// Runs `sluice ctl --socket SOCKET ARGS`: its standard output if it
+    /// succeeded, else what it printed.
+    fn run_ctl(&self, args: &[&str]) -> Result<Vec<u8>, String> {
         let out = Command::new(SBIN)
             .arg("ctl")
             .arg("--socket")
             .arg(self.socket())
-            .arg("--json")
             .args(args)
             .output()
             .map_err(|e| e.to_string())?;
@@ -316,29 +317,26 @@ impl Lab {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        serde_json::from_slice(&out.stdout).map_err(|e| {
+        Ok(out.stdout)
+    }
+
+    pub fn try_ctl(&self, args: &[&str]) -> Result<Value, String> {
+        let json: Vec<&str> = std::iter::once("--json")
+            .chain(args.iter().copied())
+            .collect();
+        let stdout = self.run_ctl(&json)?;
+        serde_json::from_slice(&stdout).map_err(|e| {
             format!(
                 "sluice ctl {args:?} printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
+                String::from_utf8_lossy(&stdout)
             )
         })
     }
 
     /// `sluice ctl ARGS` as a person runs it: the human-readable output.
     pub fn ctl_text(&self, args: &[&str]) -> String {
-        let out = Command::new(SBIN)
-            .arg("ctl")
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .expect("run sluice ctl");
-        assert!(
-            out.status.success(),
-            "sluice ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let stdout = self.run_ctl(args).unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&stdout).into_owned()
     }
 
     pub fn ctl(&self, args: &[&str]) -> Value {
