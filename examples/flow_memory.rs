@@ -47,7 +47,7 @@ fn main() -> Result<(), String> {
             FlowEntry::new(1, 80, FlowState::Established, 0),
             0,
         );
-        if ins.evicted.is_some() {
+        if !matches!(ins, Some(i) if i.evicted.is_none()) {
             return Err(format!(
                 "unexpected eviction at flow {i}: keys must be distinct"
             ));

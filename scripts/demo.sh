@@ -26,17 +26,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-need=()
-for c in ip:iproute2 ethtool:ethtool python3:python3; do
-  command -v "${c%%:*}" >/dev/null || need+=("${c##*:}")
-done
-if [ "$MODE" = dpdk ]; then
-  for p in libdpdk-dev libclang-dev pkg-config; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-fi
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+if [ "$MODE" = dpdk ]; then scripts/setup.sh --dpdk; else scripts/setup.sh --demo; fi
 
 echo "== building sluice ($MODE)"
 if [ "$MODE" = dpdk ]; then

@@ -16,6 +16,12 @@ and a sniffer to see what reaches a namespace.
     lab_raw.py arp IFACE SRC_IP TARGET_IP
         Broadcasts an ARP request for TARGET_IP and prints the answer's
         sender MAC, {"mac": "02:..."} or {"mac": null} after 2 s.
+    lab_raw.py flood IFACE DST_MAC VIP VPORT COUNT SRC_PREFIX
+        A spoofed flood: COUNT frames out of IFACE to DST_MAC, alternately
+        SYNs and bare ACKs to VIP:VPORT from random addresses under
+        SRC_PREFIX (like "198.19", the first two octets) and random ports,
+        as fast as the socket takes them; prints
+        {"sent": n, "seconds": s, "pps": r}.
 """
 import json
 import random
@@ -153,6 +159,30 @@ def arp(iface, src_ip, target):
     print(json.dumps({"mac": answer}))
 
 
+def flood(iface, dst_mac, vip, vport, count, prefix):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    eth = mac(dst_mac) + s.getsockname()[4] + b"\x08\x00"
+    a, b = (int(x) for x in prefix.split("."))
+    frames = []
+    for i in range(count):
+        src = f"{a}.{b}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+        seg = tcp_segment(src, random.randint(1024, 65535), vip, vport, "S" if i % 2 == 0 else "A")
+        frames.append(eth + ipv4(src, vip, seg))
+    t0 = time.monotonic()
+    sent = 0
+    for f in frames:
+        while True:
+            try:
+                s.send(f)
+                break
+            except BlockingIOError:
+                time.sleep(0.0005)
+        sent += 1
+    dt = time.monotonic() - t0
+    print(json.dumps({"sent": sent, "seconds": dt, "pps": sent / dt if dt > 0 else 0}))
+
+
 def main():
     a = sys.argv[1:]
     if not a:
@@ -162,6 +192,8 @@ def main():
         malformed(a[1], a[2], a[3], a[4], int(a[5]), int(a[6]), a[7:])
     elif a[0] == "tcp" and len(a) in (6, 7):
         send_tcp(a[1], int(a[2]), a[3], int(a[4]), a[5], int(a[6]) if len(a) == 7 else 1)
+    elif a[0] == "flood" and len(a) == 7:
+        flood(a[1], a[2], a[3], int(a[4]), int(a[5]), a[6])
     elif a[0] == "arp" and len(a) == 4:
         arp(a[1], a[2], a[3])
     elif a[0] == "sniff" and len(a) >= 3:

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The project's test command (README "Run the tests"): formatting, lints
-# with warnings as errors (with and without the `dpdk` feature), then every
-# test of the workspace with the `dpdk` feature on.
-# Needs DPDK 22.11 (libdpdk-dev, libclang-dev, pkg-config); set
-# SLUICE_NO_DPDK=1 to skip everything DPDK on a machine without it.
+# The project's test command (README "Run the tests"): installs what the
+# machine lacks (scripts/setup.sh: DPDK, libclang, the lab's tools,
+# nextest), then formatting, lints with warnings as errors (with and
+# without the `dpdk` feature), then every test of the workspace with the
+# `dpdk` feature on. Tests that need root (network namespaces) are reported
+# as skipped when not run as root.
+# SLUICE_NO_DPDK=1 skips everything DPDK; SLUICE_NO_SETUP=1 installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${SLUICE_NO_SETUP:-0}" != 1 ]; then
+  scripts/setup.sh
+fi
 FEATURES=(--features dpdk)
 if [ "${SLUICE_NO_DPDK:-0}" = 1 ]; then
   FEATURES=()
   echo "SLUICE_NO_DPDK=1: building and testing without the dpdk feature"
 elif ! pkg-config --exists libdpdk 2>/dev/null; then
-  echo "error: DPDK not found by pkg-config. Install it (apt-get install -y libdpdk-dev libclang-dev pkg-config)" >&2
+  echo "error: DPDK not found by pkg-config (scripts/setup.sh installs libdpdk-dev);" >&2
   echo "       or run with SLUICE_NO_DPDK=1 to test without the dpdk feature." >&2
   exit 1
 fi

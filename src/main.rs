@@ -437,7 +437,7 @@ fn ctl(socket: PathBuf, json: bool, op: CtlOp) -> std::process::ExitCode {
                     resp.generation, s.interval_s
                 );
             }
-            print!("{}", sluice::control::render::response(&resp));
+            print!("{}", sluice::control::render::top(&resp));
         } else {
             print!("{}", sluice::control::render::response(&resp));
         }

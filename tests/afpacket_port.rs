@@ -1,9 +1,13 @@
 //! AF_PACKET port over a veth pair joining two throwaway network namespaces.
 //!
-//! Needs root (netns, veth, AF_PACKET); skips with a message otherwise.
+//! Needs root (netns, veth, AF_PACKET): `tests/harness` lists the tests
+//! as skipped on a machine without it, and runs them one at a time.
 //! Every test builds its own namespaces named with the pid and a random
 //! suffix and deletes them in a `Drop` guard, also on panic. Traffic uses
 //! 10.200.0.0/16 and never leaves the namespaces.
+
+#[macro_use]
+mod harness;
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -23,20 +27,6 @@ const PORT_IF: &str = "veth0";
 const PEER_IF: &str = "veth1";
 const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: AF_PACKET tests need root (netns, veth, CAP_NET_RAW)");
-            return;
-        }
-    };
-}
 
 fn run(args: &[&str]) {
     let out = Command::new(args[0])
@@ -320,9 +310,7 @@ fn drain_socket(sock: &RawSocket, want: usize, got: &mut Vec<Vec<u8>>) {
     }
 }
 
-#[test]
 fn rx_burst_receives_every_frame_intact() {
-    require_root!();
     let topo = Topology::new(true);
     // Default config: also checks that the offload check passes once the
     // offloads are off.
@@ -346,9 +334,7 @@ fn rx_burst_receives_every_frame_intact() {
     assert_eq!(stats.rx_oversize, 0);
 }
 
-#[test]
 fn tx_burst_frames_reach_the_peer() {
-    require_root!();
     let topo = Topology::new(true);
     let mut port = topo.open_port(0, 1, small_ring());
     let peer = topo.peer_socket();
@@ -392,9 +378,7 @@ fn tx_burst_frames_reach_the_peer() {
     assert_eq!(stats.tx_oversize + stats.tx_send_errors, 0);
 }
 
-#[test]
 fn received_frames_are_rewritten_in_place_and_sent_back() {
-    require_root!();
     let topo = Topology::new(true);
     let mut port = topo.open_port(0, 1, small_ring());
     let peer = topo.peer_socket();
@@ -438,9 +422,7 @@ fn received_frames_are_rewritten_in_place_and_sent_back() {
     assert!(receive(&mut port, 1).is_empty(), "own frames looped back");
 }
 
-#[test]
 fn frames_dropped_on_other_threads_give_their_blocks_back() {
-    require_root!();
     let topo = Topology::new(true);
     // 8 blocks of 4 KiB hold about 100 frames: 1000 frames only get through
     // if blocks return to the kernel after their frames die elsewhere.
@@ -487,9 +469,7 @@ fn frames_dropped_on_other_threads_give_their_blocks_back() {
     assert_eq!(port.detailed_stats().rx_kernel_drops, 0);
 }
 
-#[test]
 fn a_block_held_across_a_lap_is_not_lent_twice() {
-    require_root!();
     let topo = Topology::new(true);
     let config = RingConfig {
         block_size: 4096,
@@ -549,9 +529,7 @@ fn receive_held(port: &mut AfPacketPort, want: usize) -> Vec<sluice::port::afpac
     held
 }
 
-#[test]
 fn buffers_outlive_their_port() {
-    require_root!();
     let topo = Topology::new(true);
     let mut port = topo.open_port(0, 1, small_ring());
     let peer = topo.peer_socket();
@@ -570,9 +548,7 @@ fn buffers_outlive_their_port() {
     drop(held);
 }
 
-#[test]
 fn two_ports_in_one_fanout_group_share_the_traffic() {
-    require_root!();
     let topo = Topology::new(true);
     let mut first = topo.open_port(0, 2, small_ring());
     let mut second = topo.open_port(1, 2, small_ring());
@@ -609,9 +585,7 @@ fn two_ports_in_one_fanout_group_share_the_traffic() {
     assert_eq!(all.len(), 1000);
 }
 
-#[test]
 fn offloads_on_are_refused_with_the_ethtool_fix() {
-    require_root!();
     let topo = Topology::new(false);
     let err = Topology::within(&topo.a, || {
         AfPacketPort::open(PORT_IF, 0, 1, small_ring()).map(|_| ())
@@ -631,9 +605,7 @@ fn offloads_on_are_refused_with_the_ethtool_fix() {
         .expect("allow_offloads opens anyway");
 }
 
-#[test]
 fn bad_arguments_are_refused() {
-    require_root!();
     let topo = Topology::new(true);
     let errs = Topology::within(&topo.a, || {
         [
@@ -652,9 +624,7 @@ fn bad_arguments_are_refused() {
     assert!(errs[2].as_deref().is_some_and(|m| m.contains("not valid")));
 }
 
-#[test]
 fn locally_sent_datagrams_arrive_with_a_complete_checksum() {
-    require_root!();
     let topo = Topology::new(true);
     let mut port = topo.open_port(0, 1, small_ring());
     // The peer's own IP stack sends with checksum offload (veth default), so
@@ -718,10 +688,7 @@ fn locally_sent_datagrams_arrive_with_a_complete_checksum() {
 /// `SLUICE_BENCH_BLOCK` (RX block bytes, default 256 KiB): at low load a
 /// TPACKET_V3 block is handed over only when full or after the 1 ms retire
 /// timeout, so a window that does not fill blocks measures the timeout.
-#[test]
-#[ignore]
 fn bench_echo_pps_over_veth() {
-    require_root!();
     let env = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
@@ -805,3 +772,17 @@ fn bench_echo_pps_over_veth() {
         config.block_size,
     );
 }
+
+machine_tests!(&[harness::Need::Root, harness::Need::Tool("ip")];
+    rx_burst_receives_every_frame_intact,
+    tx_burst_frames_reach_the_peer,
+    received_frames_are_rewritten_in_place_and_sent_back,
+    frames_dropped_on_other_threads_give_their_blocks_back,
+    a_block_held_across_a_lap_is_not_lent_twice,
+    buffers_outlive_their_port,
+    two_ports_in_one_fanout_group_share_the_traffic,
+    offloads_on_are_refused_with_the_ethtool_fix,
+    bad_arguments_are_refused,
+    locally_sent_datagrams_arrive_with_a_complete_checksum,
+; ignored: bench_echo_pps_over_veth
+);

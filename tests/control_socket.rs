@@ -589,7 +589,9 @@ fn metrics_are_served_in_prometheus_text_on_loopback() {
     assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
     for needle in [
         "sluice_packets_total{worker=\"0\",direction=\"rx\"}",
-        "sluice_drops_total{reason=\"no_service\"}",
+        "sluice_drops_total{worker=\"0\",reason=\"no_service\"}",
+        "sluice_flows_untracked_total{worker=\"1\"}",
+        "sluice_handoffs_total{worker=\"0\",direction=\"in\"}",
         "sluice_endpoint_packets_total{service=\"web\",endpoint=\"10.200.2.11:8080\",direction=\"in\"}",
         "sluice_flows_active{worker=\"1\"}",
         "# TYPE sluice_generation gauge",

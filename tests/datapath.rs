@@ -334,19 +334,23 @@ fn misdelivered_packets_are_handed_to_the_owner() {
     assert_eq!(c0.flows_created + c1.flows_created, handed);
 }
 
-/// A packet that dies of TTL creates, moves and refreshes nothing.
+/// A packet that dies of TTL creates, moves and refreshes nothing, and its
+/// sender hears of it (ICMP time exceeded from sluice's address on the
+/// link, as from any router).
 #[test]
-fn ttl_expired_packets_leave_no_flow_behind() {
+fn ttl_expired_packets_are_answered_and_leave_no_flow_behind() {
     let mut rig = Rig::new(1, &[service(Protocol::Tcp, &eps(&[1, 1]))]);
     let mut syn = from_client(46000, SYN, 1, 0);
     syn[22] = 1;
     let mut ip = sluice::wire::ipv4::Ipv4Packet::new_unchecked(&mut syn[14..]);
     ip.fill_checksum();
-    assert!(rig.send(0, &syn).is_empty());
+    let out = rig.send(0, &syn);
+    assert_eq!(out.len(), 1);
+    let icmp = common::oracle::check_ipv4(&out[0].1).expect("a valid ICMP error");
+    assert_eq!((icmp.proto, icmp.l4[0], icmp.l4[1]), (1, 11, 0));
+    assert_eq!(icmp.src, [10, 200, 1, 254]);
+    assert_eq!(icmp.dst, CLIENT.octets());
     let c = rig.counters(0);
-    assert_eq!(
-        (c.flows_created, c.drops[DropReason::TtlExpired as usize]),
-        (0, 1)
-    );
+    assert_eq!((c.flows_created, c.icmp_errors, c.total_drops()), (0, 1, 0));
     assert_eq!(rig.workers[0].flow_count(), 0);
 }

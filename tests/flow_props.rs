@@ -1,6 +1,7 @@
 //! Model-based property test: the flow table driven by random insert / lookup / touch / remove /
-//! expire sequences must agree with a plain `HashMap`, never exceed its capacity, always accept
-//! an insert (evicting when full, for a stated and true reason), and never expire a live flow.
+//! expire sequences must agree with a plain `HashMap`, never exceed its capacity, accept an
+//! insert (evicting when full, for a stated and true reason) unless the flows it examined are
+//! all live and assured, never evict a live assured flow, and never expire a live flow.
 
 use std::collections::HashMap;
 
@@ -65,11 +66,12 @@ fn timeouts() -> Timeouts {
         closed: 50,
         udp: 120,
         udp_stream: 700,
+        unassured: 400,
     }
 }
 
 fn expired(e: &FlowEntry, now: Tick) -> bool {
-    now.wrapping_sub(e.last_seen) as i32 > e.state.timeout(&timeouts()) as i32
+    now.wrapping_sub(e.last_seen) as i32 > e.timeout(&timeouts()) as i32
 }
 
 proptest! {
@@ -102,6 +104,10 @@ proptest! {
                                 e.state.next_tcp(dir, flags)
                             };
                             e.last_seen = now;
+                            // A reply to an established (or UDP) flow makes it assured.
+                            if reply && matches!(e.state, FlowState::Established | FlowState::UdpReplied) {
+                                e.flags |= FlowEntry::ASSURED;
+                            }
                             model.insert(k, *e);
                         }
                         None => {
@@ -114,7 +120,18 @@ proptest! {
                             let mut entry = FlowEntry::new(0xc0a8_0001, 8080, state, now);
                             entry.client_isn = flags as u32;
                             let was_full = model.len() == capacity;
-                            let ins = table.insert(k, h, entry, now);
+                            let Some(ins) = table.insert(k, h, entry, now) else {
+                                // Refused: only a full table whose examined flows were all
+                                // live and assured does that.
+                                prop_assert!(was_full);
+                                let protected = model
+                                    .values()
+                                    .filter(|e| e.is_assured() && !e.state.is_closed() && !expired(e, now))
+                                    .count();
+                                prop_assert!(protected >= capacity.min(sluice::flow::EVICTION_SCAN));
+                                prop_assert_eq!(table.lookup(&k, h), None);
+                                continue;
+                            };
                             prop_assert_eq!(ins.evicted.is_some(), was_full);
                             if let Some(reason) = ins.evicted {
                                 let gone: Vec<FlowKey> = model
@@ -127,7 +144,7 @@ proptest! {
                                 match reason {
                                     EvictReason::Expired => prop_assert!(expired(&victim, now)),
                                     EvictReason::Closed => prop_assert!(victim.state.is_closed()),
-                                    EvictReason::Oldest => {}
+                                    EvictReason::Unassured => prop_assert!(!victim.is_assured()),
                                 }
                             }
                             prop_assert_eq!(table.entry(ins.id), &entry);

@@ -81,10 +81,6 @@ fn each_kind_of_malformed_frame_is_dropped_with_its_reason() {
     gre[23] = 47;
     fix_ip_csum(&mut gre);
     cases.push(("GRE", gre, DropReason::UnsupportedProtocol));
-    let mut ttl = good.clone();
-    ttl[22] = 1;
-    fix_ip_csum(&mut ttl);
-    cases.push(("TTL 1", ttl, DropReason::TtlExpired));
     let mut arp = good[..42].to_vec();
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     arp[14..16].copy_from_slice(&0x0006u16.to_be_bytes()); // htype IEEE 802: unsupported

@@ -222,9 +222,10 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
         w.write_all(Request::Stats.to_line().as_bytes())
             .map_err(|e| e.to_string())?;
         match read(r)?.result {
-            Some(super::Outcome::Stats(s)) => {
-                Ok((s.workers.iter().map(|w| w.rx_packets).sum(), s.drops))
-            }
+            Some(super::Outcome::Stats(s)) => Ok((
+                s.workers.iter().map(|w| w.counters.rx_packets).sum(),
+                s.drops,
+            )),
             other => Err(format!("stats failed: {other:?}")),
         }
     };

@@ -387,25 +387,21 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStats {
     pub worker: u32,
+    /// The generation this worker runs (its acknowledgement).
     pub generation: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub forwarded: u64,
-    pub replies: u64,
-    pub resets: u64,
+    /// Flow-table occupancy: every entry, closed ones waiting to expire
+    /// included.
     pub flows_active: u64,
-    pub flow_capacity: Option<u64>,
-    pub flows_created: u64,
-    pub flows_evicted: u64,
-    pub flows_expired: u64,
-    pub table_misses: u64,
-    pub handoffs_in: u64,
-    pub handoffs_out: u64,
-    pub drops: u64,
+    pub flow_capacity: u64,
     /// Received packets per second since the previous sample.
     pub rx_pps: f64,
+    /// Flows created per second since the previous sample: a SYN flood
+    /// shows here first.
+    pub new_flows_per_s: f64,
+    /// Every counter the worker keeps (`worker::Counters`: one list for
+    /// this, the human table and /metrics), drops by reason as a map.
+    #[serde(flatten)]
+    pub counters: crate::worker::Counters,
 }
 
 /// One endpoint's counters, summed over workers.
@@ -466,6 +462,9 @@ pub struct FlowView {
     pub age_ms: u32,
     pub idle_ms: u32,
     pub generation: u32,
+    /// Protected from eviction: a handshake completed, or replies seen.
+    #[serde(default)]
+    pub assured: bool,
 }
 
 impl From<crate::worker::FlowInfo> for FlowView {
@@ -484,6 +483,7 @@ impl From<crate::worker::FlowInfo> for FlowView {
             age_ms: f.age_ms,
             idle_ms: f.idle_ms,
             generation: f.generation,
+            assured: f.assured,
         }
     }
 }
@@ -511,6 +511,12 @@ pub struct Explanation {
     pub mid_flow_backend: Option<SocketAddrV4>,
     /// The backend the packet goes to.
     pub backend: Option<SocketAddrV4>,
+    /// The data path's decision: `keep` (the flow's entry holds), `new`
+    /// (a new connection placed by Maglev), `rescheduled` (a SYN whose
+    /// entry was unfit to keep, placed anew), `pickup` (a mid-flow packet
+    /// with no entry), `gone` (its backend left: RST or ICMP unreachable),
+    /// `no_backend` (no endpoint can take it).
+    pub decision: String,
     /// How that was decided, in words.
     pub reason: String,
 }

@@ -18,6 +18,14 @@ use crate::worker::{
     Worker, WorkerConfig, WorkerRequest,
 };
 
+/// What a worker reports besides its counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerGauges {
+    pub flows_active: u64,
+    pub flow_capacity: u64,
+    pub generation: u64,
+}
+
 /// Why a generation did not take effect everywhere in time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -188,6 +196,19 @@ impl<B: Send + 'static> Dataplane<B> {
     /// Per-worker counters, read without stopping the workers.
     pub fn counters(&self) -> Vec<Counters> {
         self.shared.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// Per-worker flow-table occupancy, capacity and the generation each
+    /// runs.
+    pub fn gauges(&self) -> Vec<WorkerGauges> {
+        self.shared
+            .iter()
+            .map(|s| WorkerGauges {
+                flows_active: s.flows_active.load(Ordering::Relaxed),
+                flow_capacity: s.flow_capacity.load(Ordering::Relaxed),
+                generation: s.generation.load(Ordering::Acquire),
+            })
+            .collect()
     }
 
     /// Per-worker flow-table occupancy.

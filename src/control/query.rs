@@ -10,12 +10,14 @@ use super::protocol::{
     DigestView, EndpointStats, ErrorBody, ErrorKind, Explanation, FlowView, Outcome, ServiceStats,
     Stats, WorkerStats,
 };
+use super::publish::WorkerGauges;
 use super::store::Store;
 use super::Dataplane;
-use crate::flow::FlowKey;
+use crate::flow::{tcp_flags, FlowKey};
 use crate::hash::owner_worker;
-use crate::service::{EndpointState, Protocol, VipKey};
-use crate::worker::{DropReason, EndpointStat};
+use crate::service::{EndpointState, Generation, Protocol, VipKey};
+use crate::worker::decide::{decide, Decision, Facts};
+use crate::worker::{Counters, DropReason, EndpointStat, FlowInfo};
 
 /// How long a query may wait for a worker's answer.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,7 +34,8 @@ pub struct Sampler {
 #[derive(Debug)]
 struct Sample {
     at: Instant,
-    rx: Vec<u64>,
+    /// Per worker: received packets, flows created.
+    workers: Vec<(u64, u64)>,
     endpoints: HashMap<EndpointId, (u64, u64)>,
 }
 
@@ -57,34 +60,25 @@ pub fn stats<B: Send + 'static>(
 ) -> Result<Stats, ErrorBody> {
     let now = Instant::now();
     let counters = dp.counters();
-    let active = dp.flows_active();
+    let gauges = dp.gauges();
     let eps = dp.endpoint_stats(QUERY_TIMEOUT).map_err(dp_err)?;
     let prev = sampler.last.as_ref();
     let secs = prev.map_or(0.0, |p| now.duration_since(p.at).as_secs_f64());
-    let generation = dp.current().number;
     let workers = counters
         .iter()
         .enumerate()
-        .map(|(i, c)| WorkerStats {
-            worker: i as u32,
-            generation,
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            forwarded: c.forwarded,
-            replies: c.replies,
-            resets: c.resets,
-            flows_active: active.get(i).copied().unwrap_or(0),
-            flow_capacity: None,
-            flows_created: c.flows_created,
-            flows_evicted: c.flows_evicted,
-            flows_expired: c.flows_expired,
-            table_misses: c.table_misses,
-            handoffs_in: c.handoffs_in,
-            handoffs_out: c.handoffs_out,
-            drops: c.total_drops(),
-            rx_pps: rate(c.rx_packets, prev.and_then(|p| p.rx.get(i).copied()), secs),
+        .map(|(i, c)| {
+            let g = gauges.get(i).copied().unwrap_or_default();
+            let before = prev.and_then(|p| p.workers.get(i).copied());
+            WorkerStats {
+                worker: i as u32,
+                generation: g.generation,
+                flows_active: g.flows_active,
+                flow_capacity: g.flow_capacity,
+                rx_pps: rate(c.rx_packets, before.map(|b| b.0), secs),
+                new_flows_per_s: rate(c.flows_created, before.map(|b| b.1), secs),
+                counters: *c,
+            }
         })
         .collect();
     let mut drops = BTreeMap::new();
@@ -145,7 +139,10 @@ pub fn stats<B: Send + 'static>(
     if !keep_prev {
         sampler.last = Some(Sample {
             at: now,
-            rx: counters.iter().map(|c| c.rx_packets).collect(),
+            workers: counters
+                .iter()
+                .map(|c| (c.rx_packets, c.flows_created))
+                .collect(),
             endpoints: sample_eps,
         });
     }
@@ -192,7 +189,9 @@ pub fn flow_dump<B: Send + 'static>(dp: &Dataplane<B>, limit: usize) -> Result<O
     })
 }
 
-/// Runs the data path's classification and backend choice on a 5-tuple.
+/// Runs the data path's classification and backend choice on a 5-tuple:
+/// resolves the service, asks the owner worker for the flow's entry, and
+/// hands both to [`explain_with`].
 pub fn explain<B: Send + 'static>(
     dp: &Dataplane<B>,
     store: &Store,
@@ -233,7 +232,6 @@ pub fn explain<B: Send + 'static>(
             ),
         )
     })?;
-    let s = g.service(svc);
     let fkey = FlowKey::new(
         *client.ip(),
         client.port(),
@@ -241,16 +239,43 @@ pub fn explain<B: Send + 'static>(
         vip.port(),
         key.proto,
     );
-    let owner = owner_worker(
-        fkey.client_addr,
-        fkey.client_port,
+    let flow = dp.lookup_flow(fkey, QUERY_TIMEOUT).map_err(dp_err)?;
+    Ok(explain_with(
+        g.as_ref(),
+        svc,
+        &fkey,
+        flow.as_ref(),
+        syn,
         dp.counters().len() as u32,
-    );
-    let flow = dp
-        .lookup_flow(fkey, QUERY_TIMEOUT)
-        .map_err(dp_err)?
-        .map(FlowView::from);
-    let hash = fkey.hash_v1(s.seed);
+    ))
+}
+
+/// `explain` of a packet of flow `key` (service `svc` of generation `g`),
+/// whose entry the owner worker reported as `flow`: the data path's own
+/// decision ([`decide`]), put into words. A SYN is explained as a new
+/// connection's (an ISN other than the entry's); a retransmitted SYN of a
+/// live flow to an active backend would keep its entry.
+pub fn explain_with(
+    g: &Generation,
+    svc: u32,
+    key: &FlowKey,
+    flow: Option<&FlowInfo>,
+    syn: bool,
+    workers: u32,
+) -> Explanation {
+    let s = g.service(svc);
+    let tcp = key.proto == crate::flow::ip_proto::TCP;
+    let entry = flow.map(|f| f.entry);
+    let facts = match (tcp, syn) {
+        (false, _) => Facts::udp(),
+        (true, true) => Facts::tcp(
+            tcp_flags::SYN,
+            entry.map_or(0, |e| e.client_isn.wrapping_add(1)),
+        ),
+        (true, false) => Facts::tcp(tcp_flags::ACK, 0),
+    };
+    let decision = decide(g, svc, key, entry.as_ref(), facts);
+    let hash = key.hash_v1(s.seed);
     let addr_of = |i: u32| {
         let e = g.endpoint(i);
         SocketAddrV4::new(Ipv4Addr::from(e.addr), e.port)
@@ -258,80 +283,96 @@ pub fn explain<B: Send + 'static>(
     let new_flow_backend = g.choose_new(svc, hash).map(addr_of);
     let mid_flow_backend = g.choose_existing(svc, hash).map(addr_of);
     let slot = s.table().slot_of(hash);
-    let state_of = |a: SocketAddrV4| {
-        g.find_endpoint(svc, u32::from(*a.ip()), a.port())
-            .map(|i| g.endpoint(i).state)
+    let backend = decision.endpoint().map(addr_of);
+    let refused = if tcp {
+        "the client gets a RST at once"
+    } else {
+        "the client gets ICMP port unreachable"
     };
-    let (backend, reason) = match &flow {
-        Some(f) => match state_of(f.backend) {
-            Some(st) if syn && st != EndpointState::Active => (
-                new_flow_backend,
-                format!(
-                    "flow table hit on worker {} pinned to {} ({st:?}), but a SYN to a non-active backend is a new connection: Maglev slot {slot} picks anew",
-                    f.worker, f.backend
-                ),
-            ),
-            Some(st) if st.carries_flows() => (
-                Some(f.backend),
-                format!(
-                    "flow table hit on worker {}: the connection is pinned to {} ({st:?}, state {}) since generation {}{}",
-                    f.worker,
-                    f.backend,
-                    f.state,
-                    f.generation,
-                    if syn { "; a SYN keeps it only if it retransmits the same ISN of a live flow" } else { "" }
-                ),
-            ),
-            other => (
-                None,
-                format!(
-                    "flow table hit on worker {}, but its backend {} is {}: the client gets a RST (TCP) or the packet is dropped",
-                    f.worker,
-                    f.backend,
-                    other.map_or("gone from the service".to_string(), |s| format!("{s:?}"))
-                ),
-            ),
-        },
-        None if syn => match new_flow_backend {
-            Some(b) => (
-                Some(b),
-                format!("no flow entry; new connection: Maglev slot {slot} of {} belongs to {b} (draining and down endpoints hold no slots)", s.table().size()),
-            ),
-            None => (
-                None,
-                "no flow entry and no endpoint takes new flows: TCP clients get a RST".to_string(),
-            ),
-        },
-        None => match mid_flow_backend {
-            Some(b) => (
-                Some(b),
-                format!(
-                    "no flow entry; mid-flow packet (after a restart, failover or eviction): sent where every instance sends it, {b}{}",
-                    if s.spec().is_some_and(|sp| sp.endpoints.iter().any(|e| e.state == EndpointState::Draining)) {
-                        " (table of active and draining endpoints)"
-                    } else {
-                        ""
-                    }
-                ),
-            ),
-            None => (None, "no flow entry and no endpoint carries flows: the client gets a RST".to_string()),
-        },
+    let pinned = |f: &FlowInfo| {
+        let state = g
+            .find_endpoint(svc, u32::from(*f.backend.ip()), f.backend.port())
+            .map(|i| format!("{:?}", g.endpoint(i).state).to_lowercase());
+        format!(
+            "flow table hit on worker {}: pinned to {} ({}), flow {}{} since generation {}",
+            f.worker,
+            f.backend,
+            state.as_deref().unwrap_or("gone from the service"),
+            serde_json::to_value(f.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            if f.assured { ", assured" } else { "" },
+            f.generation,
+        )
     };
-    Ok(Explanation {
+    let b = |o: Option<SocketAddrV4>| o.map_or("none".to_string(), |a| a.to_string());
+    let (kind, reason) = match (decision, flow) {
+        (Decision::Keep { .. }, Some(f)) => ("keep", format!("{}; the packet follows it", pinned(f))),
+        (Decision::New { rescheduled: true, .. }, Some(f)) => (
+            "rescheduled",
+            format!(
+                "{}; but a new SYN on this tuple is a new connection (a reused TIME_WAIT tuple, or a backend that is not active): Maglev slot {slot} picks {}",
+                pinned(f),
+                b(backend)
+            ),
+        ),
+        (Decision::New { .. }, _) => (
+            "new",
+            format!(
+                "no flow entry; new {}: Maglev slot {slot} of {} belongs to {} (draining and down endpoints hold no slots)",
+                if tcp { "connection" } else { "flow" },
+                s.table().size(),
+                b(backend)
+            ),
+        ),
+        (Decision::Pickup { .. }, _) => (
+            "pickup",
+            format!(
+                "no flow entry; mid-flow packet (after a restart, failover or eviction): sent where every instance with this endpoint set sends it, {}{}",
+                b(backend),
+                if s.spec().is_some_and(|sp| sp.endpoints.iter().any(|e| e.state == EndpointState::Draining)) {
+                    " (table of active and draining endpoints)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        (Decision::Gone, Some(f)) => (
+            "gone",
+            format!("{}; its backend no longer carries flows: {refused}, and the entry is dropped", pinned(f)),
+        ),
+        (Decision::NoBackend { rescheduled }, f) => (
+            "no_backend",
+            format!(
+                "{}no endpoint {}: {refused}",
+                if rescheduled {
+                    f.map(|f| format!("{}; a new SYN is a new connection, but ", pinned(f))).unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                if syn || !tcp { "takes new flows" } else { "carries flows" }
+            ),
+        ),
+        // Keep and Gone come only from an entry.
+        (d, None) => ("keep", format!("{d:?}")),
+    };
+    Explanation {
         service: s.name.clone(),
-        vip,
-        protocol: proto,
-        client,
-        owner_worker: owner,
-        flow,
+        vip: SocketAddrV4::new(Ipv4Addr::from(key.vip_addr), key.vip_port),
+        protocol: if tcp { Protocol::Tcp } else { Protocol::Udp },
+        client: SocketAddrV4::new(Ipv4Addr::from(key.client_addr), key.client_port),
+        owner_worker: owner_worker(key.client_addr, key.client_port, workers.max(1)),
+        flow: flow.copied().map(FlowView::from),
         maglev_hash: hash,
         slot,
         table_size: s.table().size(),
         new_flow_backend,
         mid_flow_backend,
         backend,
+        decision: kind.to_string(),
         reason,
-    })
+    }
 }
 
 /// Maglev digests of every service (or one).
@@ -361,6 +402,56 @@ pub fn digests<B: Send + 'static>(
     Ok(Outcome::Digests { digests })
 }
 
+/// Every worker counter in the Prometheus text format, generated from the
+/// one counter list ([`Counters::INFO`]): families in list order, each with
+/// its help once, a series per worker (and per label the list gives), then
+/// drops per worker and reason.
+pub fn worker_metrics(counters: &[Counters]) -> String {
+    let mut o = String::new();
+    let scalars: Vec<_> = counters.iter().map(Counters::scalars).collect();
+    let mut done: Vec<&str> = Vec::new();
+    for info in &Counters::INFO {
+        if done.contains(&info.metric) {
+            continue;
+        }
+        done.push(info.metric);
+        let _ = writeln!(
+            o,
+            "# HELP {m} {h}\n# TYPE {m} counter",
+            m = info.metric,
+            h = info.help
+        );
+        for (k, same) in Counters::INFO.iter().enumerate() {
+            if same.metric != info.metric {
+                continue;
+            }
+            let extra = if same.label.is_empty() {
+                String::new()
+            } else {
+                format!(",{}", same.label)
+            };
+            for (w, s) in scalars.iter().enumerate() {
+                let _ = writeln!(o, "{}{{worker=\"{w}\"{extra}}} {}", same.metric, s[k]);
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP sluice_drops_total Packets dropped, per worker and reason.\n# TYPE sluice_drops_total counter"
+    );
+    for (w, c) in counters.iter().enumerate() {
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                o,
+                "sluice_drops_total{{worker=\"{w}\",reason=\"{}\"}} {}",
+                r.name(),
+                c.drops[r as usize]
+            );
+        }
+    }
+    o
+}
+
 /// Prometheus label value escaping (backslash, quote, newline).
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -374,92 +465,32 @@ pub fn metrics_text<B: Send + 'static>(
     store: &Store,
 ) -> Result<String, ErrorBody> {
     let counters = dp.counters();
-    let active = dp.flows_active();
+    let gauges = dp.gauges();
     let eps = dp.endpoint_stats(QUERY_TIMEOUT).map_err(dp_err)?;
     let mut o = String::new();
     let _ = writeln!(o, "# HELP sluice_generation Generation number every worker runs or is switching to.\n# TYPE sluice_generation gauge\nsluice_generation {}", dp.current().number);
-    let _ = writeln!(o, "# HELP sluice_packets_total Packets per worker and direction.\n# TYPE sluice_packets_total counter");
-    for (i, c) in counters.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "sluice_packets_total{{worker=\"{i}\",direction=\"rx\"}} {}",
-            c.rx_packets
-        );
-        let _ = writeln!(
-            o,
-            "sluice_packets_total{{worker=\"{i}\",direction=\"tx\"}} {}",
-            c.tx_packets
-        );
-    }
-    let _ = writeln!(o, "# HELP sluice_bytes_total Bytes per worker and direction.\n# TYPE sluice_bytes_total counter");
-    for (i, c) in counters.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "sluice_bytes_total{{worker=\"{i}\",direction=\"rx\"}} {}",
-            c.rx_bytes
-        );
-        let _ = writeln!(
-            o,
-            "sluice_bytes_total{{worker=\"{i}\",direction=\"tx\"}} {}",
-            c.tx_bytes
-        );
-    }
+    o.push_str(&worker_metrics(&counters));
     for (name, help, get) in [
         (
-            "sluice_forwarded_packets_total",
-            "Client to backend packets forwarded.",
-            (|c: &crate::worker::Counters| c.forwarded) as fn(&crate::worker::Counters) -> u64,
+            "sluice_flows_active",
+            "Entries in each worker's flow table (closed ones waiting to expire included).",
+            (|g: &WorkerGauges| g.flows_active) as fn(&WorkerGauges) -> u64,
         ),
         (
-            "sluice_reply_packets_total",
-            "Backend to client packets reverse-translated.",
-            |c| c.replies,
+            "sluice_flow_capacity",
+            "Flows each worker's table holds at most.",
+            |g| g.flow_capacity,
         ),
         (
-            "sluice_resets_total",
-            "RSTs sent to clients whose backend is gone.",
-            |c| c.resets,
-        ),
-        ("sluice_flows_created_total", "Flows created.", |c| {
-            c.flows_created
-        }),
-        (
-            "sluice_flows_evicted_total",
-            "Flows evicted from a full table.",
-            |c| c.flows_evicted,
-        ),
-        (
-            "sluice_flows_expired_total",
-            "Flows removed by aging.",
-            |c| c.flows_expired,
-        ),
-        (
-            "sluice_flow_table_misses_total",
-            "Mid-flow packets with no flow entry.",
-            |c| c.table_misses,
-        ),
-        (
-            "sluice_handoffs_total",
-            "Packets handed to the owner worker.",
-            |c| c.handoffs_out,
+            "sluice_worker_generation",
+            "Generation each worker runs.",
+            |g| g.generation,
         ),
     ] {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (i, c) in counters.iter().enumerate() {
-            let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", get(c));
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (i, g) in gauges.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", get(g));
         }
-    }
-    let _ = writeln!(o, "# HELP sluice_flows_active Flows in each worker's table.\n# TYPE sluice_flows_active gauge");
-    for (i, n) in active.iter().enumerate() {
-        let _ = writeln!(o, "sluice_flows_active{{worker=\"{i}\"}} {n}");
-    }
-    let _ = writeln!(
-        o,
-        "# HELP sluice_drops_total Packets dropped, by reason.\n# TYPE sluice_drops_total counter"
-    );
-    for r in DropReason::ALL {
-        let n: u64 = counters.iter().map(|c| c.drops[r as usize]).sum();
-        let _ = writeln!(o, "sluice_drops_total{{reason=\"{}\"}} {n}", r.name());
     }
     let by_id: HashMap<EndpointId, &EndpointStat> = eps
         .iter()

@@ -65,7 +65,7 @@ pub fn response(r: &Response) -> String {
                 }
             }
         }
-        Some(Outcome::Stats(s)) => o.push_str(&stats(s)),
+        Some(Outcome::Stats(s)) => o.push_str(&stats(s, true)),
         Some(Outcome::FlowCount { per_worker, total }) => {
             let _ = writeln!(o, "flows {total}");
             for (i, n) in per_worker.iter().enumerate() {
@@ -141,32 +141,61 @@ pub fn response(r: &Response) -> String {
     o
 }
 
-/// `stats` and `top`: workers, drops, then per service each backend's share
-/// of flows and packets, so a skew (S2) is visible at a glance.
-pub fn stats(s: &Stats) -> String {
+/// `top`: [`stats`] without the full counter list, refreshed in place.
+pub fn top(r: &Response) -> String {
+    match &r.result {
+        Some(Outcome::Stats(s)) => stats(s, false),
+        _ => response(r),
+    }
+}
+
+/// `stats` and `top`: workers (with new flows/s and untracked flows, so a
+/// flood shows), drops, then per service each backend's share of flows and
+/// packets, so a skew (S2) is visible at a glance. `all` adds every counter
+/// each worker keeps, per worker (what `ctl stats` prints).
+pub fn stats(s: &Stats, all: bool) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:>6} {:>9} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8}",
-        "WORKER", "Mpps", "RX", "TX", "FLOWS", "HANDOFF", "DROPS", "GEN"
+        "{:>6} {:>9} {:>9} {:>9} {:>17} {:>8} {:>9} {:>8} {:>8} {:>6}",
+        "WORKER",
+        "Mpps",
+        "RX",
+        "TX",
+        "FLOWS/CAPACITY",
+        "NEW/s",
+        "UNTRACKED",
+        "HANDOFF",
+        "DROPS",
+        "GEN"
     );
     for w in &s.workers {
+        let c = &w.counters;
         let _ = writeln!(
             o,
-            "{:>6} {:>9.3} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8}",
+            "{:>6} {:>9.3} {:>9} {:>9} {:>17} {:>8.0} {:>9} {:>8} {:>8} {:>6}",
             w.worker,
             w.rx_pps / 1e6,
-            si(w.rx_packets as f64),
-            si(w.tx_packets as f64),
-            w.flows_active,
-            si(w.handoffs_out as f64),
-            si(w.drops as f64),
+            si(c.rx_packets as f64),
+            si(c.tx_packets as f64),
+            format!(
+                "{}/{}",
+                si(w.flows_active as f64),
+                si(w.flow_capacity as f64)
+            ),
+            w.new_flows_per_s,
+            si(c.flows_untracked as f64),
+            si(c.handoffs_out as f64),
+            si(c.total_drops() as f64),
             w.generation
         );
     }
     if !s.drops.is_empty() {
         let d: Vec<String> = s.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(o, "drops: {}", d.join(" "));
+    }
+    if all && !s.workers.is_empty() {
+        o.push_str(&counter_table(s));
     }
     for svc in &s.services {
         let flows: f64 = svc.endpoints.iter().map(|e| e.active_flows as f64).sum();
@@ -213,6 +242,35 @@ pub fn stats(s: &Stats) -> String {
                 si(p)
             );
         }
+    }
+    o
+}
+
+/// Every counter, a row each, a column per worker and the total; drop
+/// reasons only where some worker counted one (`--json` has them all).
+fn counter_table(s: &Stats) -> String {
+    let mut o = String::new();
+    let _ = write!(o, "\n{:<28}", "COUNTER");
+    for w in &s.workers {
+        let _ = write!(o, " {:>12}", format!("w{}", w.worker));
+    }
+    let _ = writeln!(o, " {:>12}", "total");
+    let rows: Vec<Vec<(String, &str, u64)>> = s
+        .workers
+        .iter()
+        .map(|w| w.counters.rows().collect())
+        .collect();
+    for (i, (name, _, _)) in rows[0].iter().enumerate() {
+        let values: Vec<u64> = rows.iter().map(|r| r.get(i).map_or(0, |x| x.2)).collect();
+        let total: u64 = values.iter().sum();
+        if name.starts_with("drop_") && total == 0 {
+            continue;
+        }
+        let _ = write!(o, "{name:<28}");
+        for v in &values {
+            let _ = write!(o, " {v:>12}");
+        }
+        let _ = writeln!(o, " {total:>12}");
     }
     o
 }
@@ -264,7 +322,7 @@ mod tests {
                 ],
             }],
         };
-        let text = stats(&s);
+        let text = stats(&s, false);
         let row = |ep: &str| -> Vec<String> {
             let line = text.lines().find(|l| l.contains(ep)).unwrap();
             line.split_whitespace().map(str::to_string).collect()

@@ -12,7 +12,10 @@
 //! any such flow gets: a RST on its next packet (S4b).
 //!
 //! The file is binary and versioned: an 8-byte magic, a version and a
-//! record count, then fixed 32-byte big-endian records. Ages are stored
+//! record count, then fixed-size big-endian records (36 bytes in version 2,
+//! which added the flow's flags, so a restored connection keeps its
+//! protection from eviction; version 1 files, 32-byte records, are still
+//! read). Ages are stored
 //! relative to the moment of saving (a worker clock does not survive the
 //! process). A file that is short, long, of another version or holding an
 //! impossible record is refused as a whole with an error that says why.
@@ -37,12 +40,16 @@ pub struct SavedFlow {
     pub idle_ms: u32,
     /// The client's SYN sequence number (tells a SYN retransmission).
     pub client_isn: u32,
+    /// The flow was assured (see `FlowEntry::ASSURED`).
+    pub assured: bool,
 }
 
 const MAGIC: &[u8; 8] = b"SLUICEFS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8;
-const RECORD: usize = 32;
+const RECORD: usize = 36;
+/// Records of version 1 files (no flags).
+const RECORD_V1: usize = 32;
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -54,10 +61,14 @@ pub enum SnapshotError {
     },
     #[error("not a sluice flow snapshot (no SLUICEFS header)")]
     NotASnapshot,
-    #[error("flow snapshot version {0}; this sluice reads version {VERSION}")]
+    #[error("flow snapshot version {0}; this sluice reads versions 1 to {VERSION}")]
     Version(u32),
-    #[error("flow snapshot says {count} flows but holds {bytes} bytes of records (each {RECORD})")]
-    Length { count: u64, bytes: usize },
+    #[error("flow snapshot says {count} flows but holds {bytes} bytes of records (each {record})")]
+    Length {
+        count: u64,
+        bytes: usize,
+        record: usize,
+    },
     #[error("flow snapshot record {index}: {what}")]
     Record { index: usize, what: String },
 }
@@ -76,9 +87,13 @@ impl SavedFlow {
         out.extend_from_slice(&self.age_ms.to_be_bytes());
         out.extend_from_slice(&self.idle_ms.to_be_bytes());
         out.extend_from_slice(&self.client_isn.to_be_bytes());
+        out.push(u8::from(self.assured));
+        out.extend_from_slice(&[0; 3]);
     }
 
-    fn decode(r: &[u8; RECORD], index: usize) -> Result<SavedFlow, SnapshotError> {
+    /// One record of a version-`version` file (`r` is as long as that
+    /// version's records).
+    fn decode(r: &[u8], version: u32, index: usize) -> Result<SavedFlow, SnapshotError> {
         let u32_at = |i: usize| u32::from_be_bytes([r[i], r[i + 1], r[i + 2], r[i + 3]]);
         let u16_at = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
         let bad = |what: String| SnapshotError::Record { index, what };
@@ -92,6 +107,17 @@ impl SavedFlow {
         if state.is_udp() != (proto == ip_proto::UDP) {
             return Err(bad(format!("state {state:?} on protocol {proto}")));
         }
+        let assured = match version {
+            // Before flags were saved: what ran before the restart was
+            // real traffic, so established and replied flows keep their
+            // protection.
+            1 => matches!(state, FlowState::Established | FlowState::UdpReplied),
+            _ => match r[32] {
+                0 => false,
+                1 => true,
+                f => return Err(bad(format!("flags {f:#04x} are not defined"))),
+            },
+        };
         Ok(SavedFlow {
             key: FlowKey {
                 client_addr: u32_at(0),
@@ -106,6 +132,7 @@ impl SavedFlow {
             age_ms: u32_at(20),
             idle_ms: u32_at(24),
             client_isn: u32_at(28),
+            assured,
         })
     }
 }
@@ -129,26 +156,25 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<SavedFlow>, SnapshotError> {
         return Err(SnapshotError::NotASnapshot);
     }
     let version = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
-    if version != VERSION {
-        return Err(SnapshotError::Version(version));
-    }
+    let record = match version {
+        1 => RECORD_V1,
+        VERSION => RECORD,
+        v => return Err(SnapshotError::Version(v)),
+    };
     let mut count = [0u8; 8];
     count.copy_from_slice(&header[12..20]);
     let count = u64::from_be_bytes(count);
     let body = &bytes[HEADER..];
-    if body.len() % RECORD != 0 || (body.len() / RECORD) as u64 != count {
+    if body.len() % record != 0 || (body.len() / record) as u64 != count {
         return Err(SnapshotError::Length {
             count,
             bytes: body.len(),
+            record,
         });
     }
-    body.chunks_exact(RECORD)
+    body.chunks_exact(record)
         .enumerate()
-        .map(|(i, r)| {
-            let mut rec = [0u8; RECORD];
-            rec.copy_from_slice(r);
-            SavedFlow::decode(&rec, i)
-        })
+        .map(|(i, r)| SavedFlow::decode(r, version, i))
         .collect()
 }
 
@@ -212,6 +238,7 @@ mod tests {
             age_ms: 1000 * i,
             idle_ms: 10 * i,
             client_isn: 0xdead_0000 + i,
+            assured: i % 2 == 0,
         }
     }
 
@@ -226,6 +253,30 @@ mod tests {
         assert_eq!(bytes.len(), HEADER + RECORD * flows.len());
         assert_eq!(decode(&bytes).unwrap(), flows);
         assert_eq!(decode(&encode(&[])).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn reads_version_1_files_trusting_established_flows() {
+        let flows = [
+            flow(1, FlowState::Established),
+            flow(2, FlowState::SynRecv),
+            flow(3, FlowState::UdpReplied),
+        ];
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC);
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&3u64.to_be_bytes());
+        for f in &flows {
+            let mut r = Vec::new();
+            f.encode(&mut r);
+            v1.extend_from_slice(&r[..RECORD_V1]);
+        }
+        let back = decode(&v1).unwrap();
+        assert_eq!(
+            back.iter().map(|f| f.assured).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        assert_eq!(back[1].key, flows[1].key);
     }
 
     #[test]
@@ -249,9 +300,12 @@ mod tests {
         let mut v = good.clone();
         v[HEADER + 12] = 1;
         assert!(err(&v).contains("record 0: protocol 1"));
-        let mut v = good;
+        let mut v = good.clone();
         v[HEADER + 13] = FlowState::UdpReplied as u8;
         assert!(err(&v).contains("on protocol 6"));
+        let mut v = good;
+        v[HEADER + RECORD + 32] = 0x42;
+        assert!(err(&v).contains("record 1: flags 0x42"), "{}", err(&v));
     }
 
     #[test]

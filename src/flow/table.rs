@@ -20,7 +20,7 @@
 use hashbrown::HashTable;
 
 use super::key::{FlowKey, TableKey};
-use super::tcp::{FlowState, Tick, TimeoutTooLong, Timeouts};
+use super::tcp::{FlowState, Tick, TimeoutTooLong, Timeouts, TIMEOUT_CLASSES, UNASSURED_CLASS};
 
 /// Index of a flow's slot. Stable while the flow lives; reused after it is removed.
 pub type FlowId = u32;
@@ -34,7 +34,7 @@ pub struct FlowEntry {
     pub backend_port: u16,
     /// Connection state.
     pub state: FlowState,
-    /// Spare bits for the data path.
+    /// Data-path bits: [`FlowEntry::ASSURED`].
     pub flags: u8,
     /// Endpoint index, valid only while `generation` is current.
     pub endpoint: u32,
@@ -51,6 +51,33 @@ pub struct FlowEntry {
 const _: () = assert!(core::mem::size_of::<FlowEntry>() <= 32);
 
 impl FlowEntry {
+    /// `flags` bit: the flow is protected from eviction (conntrack's
+    /// "assured"): a TCP handshake completed through sluice (the client's
+    /// ACK after the backend's SYN-ACK), or the backend answered an
+    /// established flow, or a UDP flow saw a reply. Only such flows get the
+    /// long established timeout, and a full table never evicts them for a
+    /// new flow: a flood of SYNs or bare ACKs from spoofed sources, which
+    /// never completes a handshake, cannot push a real connection out.
+    pub const ASSURED: u8 = 1;
+
+    /// Whether the flow is protected (see [`FlowEntry::ASSURED`]).
+    #[inline(always)]
+    pub fn is_assured(&self) -> bool {
+        self.flags & Self::ASSURED != 0
+    }
+
+    /// Index of this entry's timeout in [`Timeouts::by_class`]: its state,
+    /// except that an established TCP flow not yet assured (picked up
+    /// mid-stream, no reply seen) has the short `unassured` timeout.
+    #[inline(always)]
+    pub fn timeout_class(&self) -> usize {
+        if self.state == FlowState::Established && !self.is_assured() {
+            UNASSURED_CLASS
+        } else {
+            self.state as usize
+        }
+    }
+
     /// A fresh entry created and last seen at `now`, with no data-path flags.
     pub fn new(backend_addr: u32, backend_port: u16, state: FlowState, now: Tick) -> Self {
         FlowEntry {
@@ -72,7 +99,18 @@ impl FlowEntry {
     /// stamped slightly in the future (a clock read earlier than `last_seen`) counts as fresh.
     #[inline(always)]
     pub fn is_expired(&self, now: Tick, timeouts: &Timeouts) -> bool {
-        self.idle_ms(now) > self.state.timeout(timeouts) as i32
+        self.idle_ms(now) > self.timeout(timeouts) as i32
+    }
+
+    /// How long (ms) this entry may stay idle: its state's timeout, or the
+    /// `unassured` one (see [`FlowEntry::timeout_class`]).
+    #[inline]
+    pub fn timeout(&self, timeouts: &Timeouts) -> u32 {
+        if self.timeout_class() == UNASSURED_CLASS {
+            timeouts.unassured
+        } else {
+            self.state.timeout(timeouts)
+        }
     }
 
     /// Milliseconds since the flow last saw a packet, negative if `now`
@@ -91,11 +129,12 @@ pub enum EvictReason {
     Expired,
     /// The victim was `Closed` or `TimeWait`.
     Closed,
-    /// No expired or closed flow in the scan window: the least recently seen one went.
-    Oldest,
+    /// No expired or closed flow in the scan window: the least recently
+    /// seen of its flows that were not assured went.
+    Unassured,
 }
 
-/// Result of [`FlowTable::insert`].
+/// Result of a successful [`FlowTable::insert`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Inserted<K = FlowKey> {
     /// The new flow's id.
@@ -132,9 +171,10 @@ pub const MAX_CAPACITY: usize = 1 << 31;
 
 /// How many slots a full-table insert examines to find a victim. Every new
 /// flow pays for it once the table is full (a SYN flood makes that every
-/// packet), so it is kept small: an expired or closed flow is usually among
-/// 8 consecutive slots, and otherwise the least recently seen of 8 is a fair
-/// sample of the old (approximate LRU by sampling, as Redis does with 5).
+/// packet), so it is kept small, as conntrack's early drop is
+/// (`NF_CT_EVICTION_RANGE`, 8): an expired, closed or unassured flow is
+/// usually among 8 consecutive slots, and otherwise the new flow goes
+/// untracked rather than cost a live connection its entry.
 pub const EVICTION_SCAN: usize = 8;
 
 const FREE_END: u32 = u32::MAX;
@@ -155,8 +195,9 @@ pub struct FlowTable<K: TableKey = FlowKey> {
     /// Next slab position that aging and eviction examine.
     hand: usize,
     timeouts: Timeouts,
-    /// `timeouts` by state discriminant (eviction reads it per examined slot).
-    limits: [u32; FlowState::ALL.len()],
+    /// `timeouts` by [`FlowEntry::timeout_class`] (eviction reads it per
+    /// examined slot).
+    limits: [u32; TIMEOUT_CLASSES],
     seed: u64,
     /// Direct-mapped hints, hash -> slab id, written on insert and never
     /// trusted: a hint counts only if the slot it names holds the key.
@@ -219,7 +260,7 @@ impl<K: TableKey> FlowTable<K> {
             free_head: 0,
             len: 0,
             hand: 0,
-            limits: timeouts.by_state(),
+            limits: timeouts.by_class(),
             timeouts,
             seed,
             hints: vec![FREE_END; hints].into_boxed_slice(),
@@ -338,11 +379,19 @@ impl<K: TableKey> FlowTable<K> {
     /// [`hash`](Self::hash) of it. `entry` is stored as given (the caller stamps `created` and
     /// `last_seen`); `now` only judges eviction candidates.
     ///
-    /// Never fails: when full, it first evicts an expired or closed flow found by a scan of at
-    /// most [`EVICTION_SCAN`] slots from the clock hand, else the least recently seen flow among
-    /// the scanned ones. Inserting a key that is already present is a caller bug (checked in
-    /// debug builds): the table would hold it twice.
-    pub fn insert(&mut self, key: K, hash: u64, entry: FlowEntry, now: Tick) -> Inserted<K> {
+    /// When full, it evicts the first expired or closed flow found by a scan of at most
+    /// [`EVICTION_SCAN`] slots from the clock hand, else the least recently seen of the
+    /// scanned flows that are not assured. If every scanned flow is live and assured, nothing
+    /// is evicted and `None` is returned: the caller forwards the packet untracked. Inserting
+    /// a key that is already present is a caller bug (checked in debug builds): the table
+    /// would hold it twice.
+    pub fn insert(
+        &mut self,
+        key: K,
+        hash: u64,
+        entry: FlowEntry,
+        now: Tick,
+    ) -> Option<Inserted<K>> {
         debug_assert_eq!(
             hash,
             self.hash(&key),
@@ -355,7 +404,7 @@ impl<K: TableKey> FlowTable<K> {
         let (id, evicted, victim) = match self.pop_free() {
             Some(id) => (id, None, None),
             None => {
-                let (id, reason) = self.evict_one(now);
+                let (id, reason) = self.evict_one(now)?;
                 let victim = match &self.slots[id as usize] {
                     Slot::Used { key, entry } => Some((*key, *entry)),
                     Slot::Free { .. } => None,
@@ -370,11 +419,11 @@ impl<K: TableKey> FlowTable<K> {
         self.index
             .insert_unique(hash, id, |&i| slot_hash(slots, i, seed));
         self.len += 1;
-        Inserted {
+        Some(Inserted {
             id,
             evicted,
             victim,
-        }
+        })
     }
 
     /// Removes a flow. Removing an id that is not live does nothing.
@@ -460,7 +509,7 @@ impl<K: TableKey> FlowTable<K> {
     /// from the next check on.
     pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<(), TimeoutTooLong> {
         timeouts.validate()?;
-        self.limits = timeouts.by_state();
+        self.limits = timeouts.by_class();
         self.timeouts = timeouts;
         Ok(())
     }
@@ -526,12 +575,13 @@ impl<K: TableKey> FlowTable<K> {
         true
     }
 
-    /// Frees one slot of a full table and returns it (unlinked, to be overwritten).
+    /// Frees one slot of a full table and returns it (unlinked, to be
+    /// overwritten), or `None` if every examined flow is live and assured.
     ///
     /// Runs for every new flow once the table is full, so each examined
-    /// slot costs a handful of instructions: the state's timeout comes from
-    /// a table indexed by the state byte, not from a match.
-    fn evict_one(&mut self, now: Tick) -> (FlowId, EvictReason) {
+    /// slot costs a handful of instructions: the entry's timeout comes from
+    /// a table indexed by its timeout class, not from a match.
+    fn evict_one(&mut self, now: Tick) -> Option<(FlowId, EvictReason)> {
         let n = self.slots.len();
         let limits = self.limits;
         let mut oldest: Option<(usize, i32)> = None;
@@ -547,7 +597,7 @@ impl<K: TableKey> FlowTable<K> {
                 continue;
             };
             let age = entry.idle_ms(now);
-            let limit = limits.get(entry.state as usize).copied().unwrap_or(0) as i32;
+            let limit = limits.get(entry.timeout_class()).copied().unwrap_or(0) as i32;
             if age > limit {
                 victim = Some((at, EvictReason::Expired));
                 break;
@@ -556,6 +606,9 @@ impl<K: TableKey> FlowTable<K> {
                 victim = Some((at, EvictReason::Closed));
                 break;
             }
+            if entry.is_assured() {
+                continue;
+            }
             if !oldest.is_some_and(|(_, a)| age <= a) {
                 oldest = Some((at, age));
             }
@@ -563,14 +616,13 @@ impl<K: TableKey> FlowTable<K> {
         self.hand = id;
         let (id, reason) = match (victim, oldest) {
             (Some(v), _) => v,
-            (None, Some((id, _))) => (id, EvictReason::Oldest),
-            // Only reachable if the table were not full; slot 0 exists since capacity >= 1.
-            (None, None) => (0, EvictReason::Oldest),
+            (None, Some((id, _))) => (id, EvictReason::Unassured),
+            (None, None) => return None,
         };
         let id = id as FlowId;
         let unlinked = self.unlink(id);
         debug_assert!(unlinked, "eviction victim {id} was not live");
-        (id, reason)
+        Some((id, reason))
     }
 }
 
@@ -608,7 +660,16 @@ mod tests {
         }
     }
 
+    /// A real connection: established and assured.
     fn established(now: Tick) -> FlowEntry {
+        FlowEntry {
+            flags: FlowEntry::ASSURED,
+            ..picked_up(now)
+        }
+    }
+
+    /// An established flow picked up mid-stream, not answered yet.
+    fn picked_up(now: Tick) -> FlowEntry {
         FlowEntry::new(0xc0a8_0001, 8080, FlowState::Established, now)
     }
 
@@ -620,7 +681,7 @@ mod tests {
         let k = key(i);
         let h = t.hash(&k);
         assert_eq!(t.lookup(&k, h), None);
-        t.insert(k, h, entry, now)
+        t.insert(k, h, entry, now).expect("room in the table")
     }
 
     fn find(t: &FlowTable, i: u32) -> Option<FlowId> {
@@ -839,24 +900,87 @@ mod tests {
         assert_eq!(ins.evicted, Some(EvictReason::Closed));
         assert_eq!(find(&t, 7), None);
 
-        // Oldest: all live, the least recently seen among the scanned goes.
+        // Unassured: all live, the least recently seen unassured one goes.
         let mut t = table(cap);
         for i in 0..cap as u32 {
-            add(&mut t, i, established(100 + i), 100 + i);
+            add(&mut t, i, picked_up(100 + i), 100 + i);
         }
         t.entry_mut(find(&t, 5).unwrap()).last_seen = 50;
         let ins = add(&mut t, 1000, established(200), 200);
-        assert_eq!(ins.evicted, Some(EvictReason::Oldest));
+        assert_eq!(ins.evicted, Some(EvictReason::Unassured));
         assert_eq!(find(&t, 5), None);
         assert_eq!(find(&t, 1000), Some(ins.id));
         assert_eq!(t.len(), cap);
     }
 
     #[test]
-    fn insert_into_a_full_table_always_succeeds() {
+    fn assured_flows_are_never_evicted_for_a_new_one() {
+        let cap = 4 * EVICTION_SCAN;
+        let mut t = table(cap);
+        // Every other flow assured and idle for long (but not expired).
+        for i in 0..cap as u32 {
+            let e = if i % 2 == 0 {
+                established(0)
+            } else {
+                picked_up(1000)
+            };
+            add(&mut t, i, e, 1000);
+        }
+        let now = 20_000;
+        // A flood of new flows: each takes an unassured slot while there are
+        // some, never an assured one, however old.
+        for j in 0..(cap as u32) * 10 {
+            let k = key(100_000 + j);
+            let h = t.hash(&k);
+            if let Some(ins) = t.insert(k, h, picked_up(now), now) {
+                let (_, victim) = ins.victim.expect("a full table evicts");
+                assert!(!victim.is_assured(), "evicted an assured flow");
+                assert_eq!(ins.evicted, Some(EvictReason::Unassured));
+            }
+        }
+        for i in (0..cap as u32).step_by(2) {
+            assert!(find(&t, i).is_some(), "assured flow {i} evicted");
+        }
+        assert_eq!(t.len(), cap);
+    }
+
+    #[test]
+    fn a_table_full_of_live_assured_flows_refuses_new_ones() {
+        let cap = EVICTION_SCAN;
+        let mut t = table(cap);
+        for i in 0..cap as u32 {
+            add(&mut t, i, established(0), 0);
+        }
+        let k = key(999);
+        let h = t.hash(&k);
+        assert_eq!(t.insert(k, h, picked_up(5), 5), None);
+        assert_eq!(t.len(), cap);
+        assert_eq!(find(&t, 999), None);
+        // Once one expires, it is taken.
+        let late = Timeouts::default().established + 1;
+        let ins = t.insert(k, h, picked_up(late), late).unwrap();
+        assert_eq!(ins.evicted, Some(EvictReason::Expired));
+    }
+
+    #[test]
+    fn unassured_established_flows_have_the_short_timeout() {
+        let mut t = table(4);
+        let to = Timeouts::default();
+        let pickup = add(&mut t, 1, picked_up(0), 0).id;
+        let real = add(&mut t, 2, established(0), 0).id;
+        assert!(!t.is_expired(pickup, to.unassured));
+        assert!(t.is_expired(pickup, to.unassured + 1));
+        assert!(!t.is_expired(real, to.unassured + 1));
+        assert!(to.unassured < to.established);
+        assert_eq!(picked_up(0).timeout(&to), to.unassured);
+        assert_eq!(established(0).timeout(&to), to.established);
+    }
+
+    #[test]
+    fn insert_into_a_full_table_of_unassured_flows_always_succeeds() {
         let mut t = table(64);
         for i in 0..10_000u32 {
-            let ins = add(&mut t, i, established(i), i);
+            let ins = add(&mut t, i, picked_up(i), i);
             assert_eq!(ins.evicted.is_some(), i >= 64);
             assert_eq!(find(&t, i), Some(ins.id));
             assert!(t.len() <= 64);
@@ -867,9 +991,9 @@ mod tests {
     #[test]
     fn capacity_one_table_evicts_its_only_flow() {
         let mut t = table(1);
-        add(&mut t, 1, established(0), 0);
-        let ins = add(&mut t, 2, established(1), 1);
-        assert_eq!(ins.evicted, Some(EvictReason::Oldest));
+        add(&mut t, 1, picked_up(0), 0);
+        let ins = add(&mut t, 2, picked_up(1), 1);
+        assert_eq!(ins.evicted, Some(EvictReason::Unassured));
         assert_eq!((find(&t, 1), find(&t, 2)), (None, Some(0)));
     }
 
@@ -880,7 +1004,7 @@ mod tests {
         let bytes = t.allocated_bytes();
         for round in 0..50u32 {
             for i in 0..cap as u32 {
-                add(&mut t, round * cap as u32 + i, established(round), round);
+                add(&mut t, round * cap as u32 + i, picked_up(round), round);
             }
             assert_eq!(t.len(), cap);
             // Remove in an order unrelated to insertion to scatter tombstones.

@@ -30,7 +30,10 @@
 //! Why these choices:
 //! - `ACK O` in `SynSent` -> `Established`: a flow picked up mid-stream (after a restart, S4) or
 //!   whose SYN+ACK never passes through us (direct server return) must not stay in a 120 s
-//!   half-open state while it carries data.
+//!   half-open state while it carries data. Established is not trust, though: the flow table
+//!   gives the long established timeout and protection from eviction only to *assured* flows
+//!   (`FlowEntry::ASSURED`: a handshake seen to complete, or a reply seen), so a spoofed ACK
+//!   that lands here holds its entry for the short `unassured` timeout and is the first to go.
 //! - A client SYN on a live state leaves it alone: whether it starts a new connection depends on
 //!   the client's ISN and the backend's health (S3), which the data path knows; it then resets
 //!   the entry with [`FlowState::new_tcp`]. On `Closed`/`TimeWait` the tuple is being reused, so
@@ -269,14 +272,36 @@ pub struct Timeouts {
     pub udp: u32,
     /// [`FlowState::UdpReplied`].
     pub udp_stream: u32,
+    /// An established TCP flow that is not assured: picked up mid-stream
+    /// (after a restart, a failover or an eviction) and not answered yet.
+    /// A real connection's backend answers within a round trip and makes it
+    /// assured; a spoofed ACK's never does, so it must not hold an entry
+    /// for the established timeout.
+    #[serde(default = "default_unassured")]
+    pub unassured: u32,
 }
 
+fn default_unassured() -> u32 {
+    Timeouts::default().unassured
+}
+
+/// Index of the `unassured` timeout in [`Timeouts::by_class`], after the
+/// states.
+pub const UNASSURED_CLASS: usize = FlowState::ALL.len();
+
+/// Number of timeout classes: one per state, plus unassured established.
+pub const TIMEOUT_CLASSES: usize = UNASSURED_CLASS + 1;
+
 impl Timeouts {
-    /// The timeouts indexed by [`FlowState`] discriminant (`state as usize`),
-    /// for loops that judge many entries (eviction).
+    /// The timeouts indexed by timeout class (a [`FlowState`] discriminant,
+    /// or [`UNASSURED_CLASS`]), for loops that judge many entries
+    /// (eviction).
     #[inline]
-    pub fn by_state(&self) -> [u32; FlowState::ALL.len()] {
-        FlowState::ALL.map(|s| s.timeout(self))
+    pub fn by_class(&self) -> [u32; TIMEOUT_CLASSES] {
+        std::array::from_fn(|i| match FlowState::ALL.get(i) {
+            Some(s) => s.timeout(self),
+            None => self.unassured,
+        })
     }
 }
 
@@ -298,6 +323,9 @@ impl Default for Timeouts {
             closed: 10 * S,
             udp: 30 * S,
             udp_stream: 120 * S,
+            // As long as an unreplied UDP flow: a real connection is
+            // answered within a round trip.
+            unassured: 30 * S,
         }
     }
 }
@@ -330,6 +358,7 @@ impl Timeouts {
             ("closed", self.closed),
             ("udp", self.udp),
             ("udp_stream", self.udp_stream),
+            ("unassured", self.unassured),
         ];
         match fields.into_iter().find(|&(_, v)| v > MAX_TIMEOUT_MS) {
             Some((name, value)) => Err(TimeoutTooLong { name, value }),
@@ -346,12 +375,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeouts_by_state_are_indexed_by_discriminant() {
+    fn timeouts_by_class_are_indexed_by_discriminant_then_unassured() {
         let t = Timeouts::default();
-        let table = t.by_state();
+        let table = t.by_class();
         for s in FlowState::ALL {
             assert_eq!(table[s as usize], s.timeout(&t), "{s:?}");
         }
+        assert_eq!(table[UNASSURED_CLASS], t.unassured);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! DNAT of client->VIP packets to a backend, the reverse for replies, and
-//! the packets sluice answers in place (RST, ICMP echo reply).
+//! (in [`answer`]) the packets sluice answers itself (RST, ICMP errors,
+//! ICMP echo reply).
 //!
 //! Every rewrite is incremental (RFC 1624): the IP header checksum and the
 //! TCP/UDP pseudo-header checksum are patched for exactly the words that
@@ -7,12 +8,14 @@
 //! headers (offsets `l3`, `l4` come from the checked views), so the views
 //! here are built unchecked.
 
+pub mod answer;
+
 use std::net::Ipv4Addr;
 
 use crate::wire::ethernet::EthernetFrame;
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::Ipv4Packet;
-use crate::wire::tcp::{TcpFlags, TcpSegment};
+use crate::wire::tcp::TcpSegment;
 use crate::wire::udp::UdpDatagram;
 use crate::wire::{checksum, MacAddr, IPPROTO_TCP, IPPROTO_UDP};
 
@@ -248,90 +251,6 @@ pub fn steer_icmp_error(
     }
     set_l2(frame, src_mac, dst_mac);
     true
-}
-
-/// Swaps Ethernet and IP source/destination and resets TTL: the common part
-/// of answering a packet in place. Returns (our address, peer address).
-fn turn_around(frame: &mut [u8], o: Offsets) -> (Ipv4Addr, Ipv4Addr) {
-    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-    let (s, d) = (eth.src_addr(), eth.dst_addr());
-    eth.set_src_addr(d);
-    eth.set_dst_addr(s);
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    ip.set_src_addr(dst);
-    ip.set_dst_addr(src);
-    ip.set_ttl(64);
-    (dst, src)
-}
-
-/// Turns a client's TCP segment into the RST that tells the client its
-/// connection is gone (RFC 9293 3.10.7.1: if the segment has ACK, the RST
-/// carries SEQ = SEG.ACK; otherwise SEQ = 0, ACK = SEG.SEQ + SEG.LEN, with
-/// ACK set). IP options and payload are dropped; returns the new frame
-/// length (the caller truncates its buffer to it).
-pub fn tcp_reset_in_place(frame: &mut [u8], o: Offsets) -> usize {
-    let (seg_seq, seg_ack, flags, seg_len, sport, dport) = {
-        let ip = Ipv4Packet::new_unchecked(&frame[o.l3()..]);
-        let ip_payload = usize::from(ip.total_len()).saturating_sub(ip.header_len());
-        let t = TcpSegment::new_unchecked(&frame[o.l4()..]);
-        let flags = t.flags();
-        let mut len = ip_payload.saturating_sub(t.header_len()) as u32;
-        if flags.syn() {
-            len += 1;
-        }
-        if flags.fin() {
-            len += 1;
-        }
-        (
-            t.seq_number(),
-            t.ack_number(),
-            flags,
-            len,
-            t.src_port(),
-            t.dst_port(),
-        )
-    };
-    let (ours, peer) = turn_around(frame, o);
-    let l4 = o.l3() + 20;
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
-        ip.set_header_len(20);
-        ip.set_total_len(40);
-        ip.set_more_fragments(false);
-        ip.set_frag_offset(0);
-        ip.fill_checksum();
-    }
-    let mut t = TcpSegment::new_unchecked(&mut frame[l4..]);
-    t.set_src_port(dport);
-    t.set_dst_port(sport);
-    if flags.ack() {
-        t.set_seq_number(seg_ack);
-        t.set_ack_number(0);
-        t.set_flags(TcpFlags::RST);
-    } else {
-        t.set_seq_number(0);
-        t.set_ack_number(seg_seq.wrapping_add(seg_len));
-        t.set_flags(TcpFlags::RST | TcpFlags::ACK);
-    }
-    t.set_header_len(20);
-    t.set_window(0);
-    t.set_urgent(0);
-    t.fill_checksum(ours, peer);
-    l4 + 20
-}
-
-/// Turns an ICMP echo request to a VIP into the echo reply, in place.
-pub fn icmp_echo_reply_in_place(frame: &mut [u8], o: Offsets) {
-    turn_around(frame, o);
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[o.l3()..]);
-    ip.fill_checksum();
-    let mut icmp = IcmpPacket::new_unchecked(&mut frame[o.l4()..o.end()]);
-    let old = u16::from_be_bytes([icmp.msg_type(), icmp.code()]);
-    icmp.set_msg_type(crate::wire::icmp::ECHO_REPLY);
-    let new = u16::from_be_bytes([icmp.msg_type(), icmp.code()]);
-    let c = crate::wire::checksum::update_u16(icmp.checksum(), old, new);
-    icmp.set_checksum(c);
 }
 
 #[cfg(test)]

@@ -1,44 +1,91 @@
 //! Per-worker counters: plain integers on the hot path, published once per
 //! burst into a cache-line-aligned block of atomics the control thread reads
 //! without stopping the worker.
+//!
+//! Every counter is declared once, in the [`counters!`] list below, with its
+//! Prometheus family and help text: the struct, its publication, `ctl
+//! stats` (human and JSON) and `/metrics` are all generated from that list,
+//! so a counter cannot be counted and never shown.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::verdict::DropReason;
 
-/// Counters a worker owns. Updated with plain adds on the hot path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    /// Client->backend packets forwarded.
-    pub forwarded: u64,
-    /// Backend->client packets reverse-NATed.
-    pub replies: u64,
-    /// Packets sluice answered itself (RSTs, echo replies).
-    pub answered: u64,
-    /// RSTs sent to clients whose backend is gone (S4b).
-    pub resets: u64,
-    pub flows_created: u64,
-    /// Flows evicted to make room in a full table.
-    pub flows_evicted: u64,
-    /// Flows removed by aging.
-    pub flows_expired: u64,
-    /// Mid-flow packets with no table entry, sent where Maglev says (S4a).
-    pub table_misses: u64,
-    /// SYNs that reused the tuple of a closed or unusable flow and were
-    /// scheduled afresh (S3).
-    pub flows_rescheduled: u64,
-    pub handoffs_out: u64,
-    pub handoffs_in: u64,
-    pub punted: u64,
-    /// Bursts polled (empty ones included).
-    pub polls: u64,
-    pub idle_polls: u64,
-    #[serde(serialize_with = "ser_drops")]
-    pub drops: [u64; DropReason::COUNT],
+/// How one scalar counter is named and exposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterInfo {
+    /// Field name: the JSON key in `ctl stats --json` and the row in `ctl stats`.
+    pub name: &'static str,
+    /// Prometheus metric family (`_total` counters).
+    pub metric: &'static str,
+    /// Extra Prometheus label (`direction="rx"`), or "" for none: several
+    /// fields can share one family told apart by it.
+    pub label: &'static str,
+    /// One line of help, shown by `/metrics` and `ctl stats`.
+    pub help: &'static str,
+}
+
+/// Defines [`Counters`], the number of scalars, their order and
+/// [`Counters::INFO`] from one list.
+macro_rules! counters {
+    ($( $field:ident => ($metric:literal, $label:literal, $help:literal), )+) => {
+        /// Counters a worker owns. Updated with plain adds on the hot path.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub struct Counters {
+            $( #[doc = $help] pub $field: u64, )+
+            /// Drops by reason, indexed by [`DropReason`]; a JSON map by reason name.
+            #[serde(serialize_with = "ser_drops", deserialize_with = "de_drops", default = "no_drops")]
+            pub drops: [u64; DropReason::COUNT],
+        }
+
+        /// Number of scalar counters (all fields but `drops`).
+        pub const SCALARS: usize = [$(stringify!($field)),+].len();
+
+        impl Counters {
+            /// Name, metric and help of every scalar, in publication order.
+            pub const INFO: [CounterInfo; SCALARS] = [
+                $( CounterInfo { name: stringify!($field), metric: $metric, label: $label, help: $help }, )+
+            ];
+
+            /// The scalars in [`Counters::INFO`] order.
+            pub fn scalars(&self) -> [u64; SCALARS] {
+                [$( self.$field, )+]
+            }
+
+            fn from_scalars(s: [u64; SCALARS], drops: [u64; DropReason::COUNT]) -> Counters {
+                let mut it = s.into_iter();
+                Counters {
+                    $( $field: it.next().unwrap_or(0), )+
+                    drops,
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    rx_packets => ("sluice_packets_total", "direction=\"rx\"", "Packets received, per worker and direction."),
+    rx_bytes => ("sluice_bytes_total", "direction=\"rx\"", "Bytes received, per worker and direction."),
+    tx_packets => ("sluice_packets_total", "direction=\"tx\"", "Packets sent, per worker and direction."),
+    tx_bytes => ("sluice_bytes_total", "direction=\"tx\"", "Bytes sent, per worker and direction."),
+    forwarded => ("sluice_forwarded_packets_total", "", "Client to backend packets forwarded."),
+    replies => ("sluice_reply_packets_total", "", "Backend to client packets reverse-translated."),
+    answered => ("sluice_answered_packets_total", "", "Packets sluice answered itself: RSTs, ICMP errors, echo replies, ARP it originated."),
+    resets => ("sluice_resets_total", "", "TCP RSTs sent to clients whose backend is gone or whose service has no endpoint."),
+    icmp_errors => ("sluice_icmp_errors_total", "", "ICMP errors sluice originated (port unreachable for UDP with no backend, time exceeded)."),
+    icmp_errors_limited => ("sluice_icmp_errors_limited_total", "", "ICMP errors not sent because the per-worker rate limit was reached."),
+    flows_created => ("sluice_flows_created_total", "", "Flows created in the table."),
+    flows_assured => ("sluice_flows_assured_total", "", "Flows that became protected from eviction (handshake completed, or replies seen)."),
+    flows_untracked => ("sluice_flows_untracked_total", "", "New flows forwarded by Maglev without an entry: the table was full of live protected flows."),
+    flows_evicted => ("sluice_flows_evicted_total", "", "Flows evicted to make room in a full table (never a live protected one)."),
+    flows_expired => ("sluice_flows_expired_total", "", "Flows removed by aging."),
+    table_misses => ("sluice_flow_table_misses_total", "", "Mid-flow packets with no flow entry, sent where Maglev says (S4a)."),
+    flows_rescheduled => ("sluice_flows_rescheduled_total", "", "SYNs that reused the tuple of a closed or unusable flow and were scheduled afresh (S3)."),
+    handoffs_out => ("sluice_handoffs_total", "direction=\"out\"", "Packets handed to (out) or taken from (in) another worker's ring."),
+    handoffs_in => ("sluice_handoffs_total", "direction=\"in\"", "Packets handed to (out) or taken from (in) another worker's ring."),
+    punted => ("sluice_punted_total", "", "Frames handed to the control thread (ARP)."),
+    polls => ("sluice_polls_total", "", "Polls of every port (empty ones included)."),
+    idle_polls => ("sluice_idle_polls_total", "", "Polls that found no packet."),
 }
 
 fn ser_drops<S: serde::Serializer>(d: &[u64; DropReason::COUNT], s: S) -> Result<S::Ok, S::Error> {
@@ -48,6 +95,23 @@ fn ser_drops<S: serde::Serializer>(d: &[u64; DropReason::COUNT], s: S) -> Result
         m.serialize_entry(r.name(), &d[r as usize])?;
     }
     m.end()
+}
+
+fn de_drops<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u64; DropReason::COUNT], D::Error> {
+    let m: std::collections::BTreeMap<String, u64> = serde::Deserialize::deserialize(d)?;
+    let mut out = [0; DropReason::COUNT];
+    for (name, n) in m {
+        // A reason this build does not know (a newer sluice) is left out
+        // rather than failing the whole reply.
+        if let Some(r) = DropReason::ALL.iter().find(|r| r.name() == name) {
+            out[*r as usize] = n;
+        }
+    }
+    Ok(out)
+}
+
+fn no_drops() -> [u64; DropReason::COUNT] {
+    [0; DropReason::COUNT]
 }
 
 impl Counters {
@@ -80,10 +144,23 @@ impl Counters {
             std::array::from_fn(|i| f(self.drops[i], o.drops[i])),
         )
     }
-}
 
-/// Number of scalar counters published (all fields but `drops`).
-const SCALARS: usize = 18;
+    /// Every counter as (name, help, value): the scalars in list order,
+    /// then one `drop_<reason>` per drop reason. What `ctl stats` prints.
+    pub fn rows(&self) -> impl Iterator<Item = (String, &'static str, u64)> + '_ {
+        Counters::INFO
+            .iter()
+            .zip(self.scalars())
+            .map(|(i, v)| (i.name.to_string(), i.help, v))
+            .chain(DropReason::ALL.into_iter().map(|r| {
+                (
+                    format!("drop_{}", r.name()),
+                    "Packets dropped for this reason.",
+                    self.drops[r as usize],
+                )
+            }))
+    }
+}
 
 /// What the control thread can read of a worker while it runs.
 #[repr(align(64))]
@@ -93,57 +170,10 @@ pub struct SharedCounters {
     drops: [AtomicU64; DropReason::COUNT],
     /// Flow-table occupancy.
     pub flows_active: AtomicU64,
+    /// Flow-table capacity (set once at start).
+    pub flow_capacity: AtomicU64,
     /// The generation number the worker runs (its acknowledgement).
     pub generation: AtomicU64,
-}
-
-impl Counters {
-    fn scalars(&self) -> [u64; SCALARS] {
-        [
-            self.rx_packets,
-            self.rx_bytes,
-            self.tx_packets,
-            self.tx_bytes,
-            self.forwarded,
-            self.replies,
-            self.answered,
-            self.resets,
-            self.flows_created,
-            self.flows_evicted,
-            self.flows_expired,
-            self.table_misses,
-            self.flows_rescheduled,
-            self.handoffs_out,
-            self.handoffs_in,
-            self.punted,
-            self.polls,
-            self.idle_polls,
-        ]
-    }
-
-    fn from_scalars(s: [u64; SCALARS], drops: [u64; DropReason::COUNT]) -> Counters {
-        Counters {
-            rx_packets: s[0],
-            rx_bytes: s[1],
-            tx_packets: s[2],
-            tx_bytes: s[3],
-            forwarded: s[4],
-            replies: s[5],
-            answered: s[6],
-            resets: s[7],
-            flows_created: s[8],
-            flows_evicted: s[9],
-            flows_expired: s[10],
-            table_misses: s[11],
-            flows_rescheduled: s[12],
-            handoffs_out: s[13],
-            handoffs_in: s[14],
-            punted: s[15],
-            polls: s[16],
-            idle_polls: s[17],
-            drops,
-        }
-    }
 }
 
 impl SharedCounters {
@@ -185,5 +215,45 @@ mod tests {
         assert_eq!(sum.rx_packets, 2);
         assert_eq!(sum.total_drops(), 4);
         assert_eq!(sum.idle_polls, 2 * SCALARS as u64);
+    }
+
+    #[test]
+    fn json_round_trips_with_drops_by_name() {
+        let mut c = Counters {
+            flows_untracked: 7,
+            ..Counters::default()
+        };
+        c.drop(DropReason::NoBackend);
+        let v = serde_json::to_value(c).unwrap();
+        assert_eq!(v["flows_untracked"], 7);
+        assert_eq!(v["drops"]["no_backend"], 1);
+        let back: Counters = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn every_field_is_listed_once_with_help_and_a_metric() {
+        let v = serde_json::to_value(Counters::default()).unwrap();
+        let keys = v.as_object().unwrap();
+        // Every serialised scalar is in INFO, and nothing else is.
+        assert_eq!(keys.len(), SCALARS + 1);
+        let mut names = std::collections::HashSet::new();
+        let mut series = std::collections::HashSet::new();
+        for i in Counters::INFO {
+            assert!(keys.contains_key(i.name), "{}", i.name);
+            assert!(names.insert(i.name), "{} twice", i.name);
+            assert!(
+                series.insert((i.metric, i.label)),
+                "{} {} twice",
+                i.metric,
+                i.label
+            );
+            assert!(i.metric.starts_with("sluice_") && i.metric.ends_with("_total"));
+            assert!(!i.help.is_empty());
+        }
+        assert_eq!(
+            Counters::default().rows().count(),
+            SCALARS + DropReason::COUNT
+        );
     }
 }

@@ -6,9 +6,14 @@
 //! current [`Generation`] behind an `Arc`) or lock-free rings (handoff to
 //! another worker, punts to the control thread, generations from it).
 
+mod answer;
 mod counters;
-mod process;
+pub mod decide;
+mod forward;
+mod icmp;
+mod parse;
 mod query;
+mod reply;
 mod verdict;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,18 +23,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 use crossbeam_queue::ArrayQueue;
 
-pub use counters::{Counters, SharedCounters};
+pub use counters::{CounterInfo, Counters, SharedCounters};
 pub use query::{
     EndpointCounters, EndpointReport, EndpointStat, FlowInfo, Restored, WorkerRequest,
 };
-pub use verdict::{DropReason, Verdict};
+pub use verdict::{Answer, AnswerKind, DropReason, Verdict};
 
 use crate::flow::{FlowEntry, FlowId, FlowKey, FlowTable, SavedFlow, Tick, Timeouts};
 use crate::hash::owner_worker;
 use crate::port::{PacketBuf, Port};
 use crate::service::Generation;
 use crate::wire::ethernet::EthernetFrame;
-use process::{classify, parse, Class, Lookup, Parsed, VipMemo};
+use parse::{classify, parse, Class, Lookup, Parsed, VipMemo};
 
 /// Packets per burst.
 pub const BATCH: usize = 32;
@@ -179,6 +184,8 @@ pub struct Worker<P: Port> {
     ep_spare: Vec<EndpointCounters>,
     requests: Option<Receiver<WorkerRequest>>,
     vip_memo: VipMemo,
+    /// ICMP errors this worker may still send.
+    icmp_limit: answer::TokenBucket,
 }
 
 impl<P: Port> Worker<P> {
@@ -217,12 +224,19 @@ impl<P: Port> Worker<P> {
             ep_spare: Vec::new(),
             requests: None,
             vip_memo: VipMemo::new(),
+            icmp_limit: answer::TokenBucket::new(
+                answer::ICMP_ERRORS_PER_SEC,
+                answer::ICMP_ERRORS_BURST,
+            ),
         }
         .with_endpoint_counters()
     }
 
     fn with_endpoint_counters(mut self) -> Self {
         self.ep = vec![EndpointCounters::default(); self.gen.endpoint_count()];
+        self.shared
+            .flow_capacity
+            .store(self.flows.capacity() as u64, Ordering::Relaxed);
         self
     }
 
@@ -282,6 +296,7 @@ impl<P: Port> Worker<P> {
                             age_ms: clamp_age(now.wrapping_sub(e.created)),
                             idle_ms: clamp_age(e.idle_ms(now).max(0) as u32),
                             client_isn: e.client_isn,
+                            assured: e.is_assured(),
                         })
                         .collect();
                     let _ = reply.send(v);
@@ -316,7 +331,13 @@ impl<P: Port> Worker<P> {
                 continue;
             };
             let hash = self.flows.hash(&f.key);
-            let timeout = f.state.timeout(self.flows.timeouts());
+            let flags = if f.assured { FlowEntry::ASSURED } else { 0 };
+            let timeout = FlowEntry {
+                state: f.state,
+                flags,
+                ..FlowEntry::new(0, 0, f.state, 0)
+            }
+            .timeout(self.flows.timeouts());
             if f.idle_ms > timeout || self.flows.lookup(&f.key, hash).is_some() {
                 r.stale += 1;
                 continue;
@@ -326,7 +347,7 @@ impl<P: Port> Worker<P> {
                 backend_addr: f.backend_addr,
                 backend_port: f.backend_port,
                 state: f.state,
-                flags: 0,
+                flags,
                 // A backend the configuration lost is pinned to no
                 // endpoint: an entry of an older generation, which the
                 // next packet resolves by address (and finds gone).
@@ -339,13 +360,16 @@ impl<P: Port> Worker<P> {
                 last_seen: now.wrapping_sub(clamp_age(f.idle_ms)),
                 client_isn: f.client_isn,
             };
-            let mut ctx = process::FlowCtx {
+            let mut ctx = forward::FlowCtx {
                 flows: &mut self.flows,
                 counters: &mut self.counters,
                 mutations: &mut self.mutations,
                 ep: &mut self.ep,
             };
-            process::admit(&mut ctx, g, f.key, hash, entry, now);
+            if !forward::admit(&mut ctx, g, f.key, hash, entry, now) {
+                r.table_full += 1;
+                continue;
+            }
             r.backend_gone += u64::from(ep.is_none());
             r.restored += 1;
         }
@@ -453,7 +477,7 @@ impl<P: Port> Worker<P> {
         self.flush_tx();
         let (g, ep) = (&*self.gen, &mut self.ep);
         let expired = self.flows.expire_each(now, self.cfg.expire_budget, |k, e| {
-            process::forget(g, ep, k, e)
+            forward::forget(g, ep, k, e)
         });
         self.counters.flows_expired += expired as u64;
         total
@@ -551,7 +575,7 @@ impl<P: Port> Worker<P> {
         let mut at = [0u8; BATCH];
         let mut n = 0;
         for (i, b) in burst.iter().enumerate().take(BATCH) {
-            if let Some(Ok(p)) = process::parse_common(b.data()) {
+            if let Some(Ok(p)) = parse::parse_common(b.data()) {
                 keys[n] = p.forward_key();
                 hashes[n] = self.flows.hash(&keys[n]);
                 at[n] = i as u8;
@@ -587,18 +611,15 @@ impl<P: Port> Worker<P> {
     /// `pre` is the first pass's lookup, if still valid.
     #[inline(never)]
     fn general(&mut self, mut b: P::Buf, now: Tick, handed: bool, pre: PreLookup) {
-        let (verdict, new_len) = match self.lookup_stage(b.data(), handed, pre) {
-            Stage::Drop(r) => (Verdict::Drop(r), None),
-            Stage::Punt => (Verdict::Punt, None),
-            Stage::Handoff(w) => (Verdict::Handoff { worker: w }, None),
+        let verdict = match self.lookup_stage(b.data(), handed, pre) {
+            Stage::Drop(r) => Verdict::Drop(r),
+            Stage::Punt => Verdict::Punt,
+            Stage::Handoff(w) => Verdict::Handoff { worker: w },
             Stage::Forward(p, l) => self.forward(b.data_mut(), &p, l, now),
-            Stage::Reply(p) => (self.reply(b.data_mut(), &p, now), None),
+            Stage::Reply(p) => self.reply(b.data_mut(), &p, now),
             Stage::Icmp(p) => self.icmp(b.data_mut(), &p),
         };
-        if let Some(len) = new_len {
-            b.truncate(len);
-        }
-        self.dispatch(b, verdict);
+        self.dispatch(b, verdict, now);
     }
 
     #[inline]
@@ -633,14 +654,13 @@ impl<P: Port> Worker<P> {
     /// the verdict that led to it, goes through the `Drop` arm: counted once,
     /// buffer returned to the port.
     #[inline]
-    fn dispatch(&mut self, b: P::Buf, v: Verdict) {
+    fn dispatch(&mut self, b: P::Buf, v: Verdict, now: Tick) {
         match v {
-            Verdict::Forward { port } | Verdict::Reply { port } => {
-                match self.tx.get_mut(usize::from(port)) {
-                    Some(q) => q.push(b),
-                    None => self.dispatch(b, Verdict::Drop(DropReason::NoRoute)),
-                }
-            }
+            Verdict::Forward { port } => match self.tx.get_mut(usize::from(port)) {
+                Some(q) => q.push(b),
+                None => self.dispatch(b, Verdict::Drop(DropReason::NoRoute), now),
+            },
+            Verdict::Answer(a) => self.answer(b, a, now),
             Verdict::Drop(r) => {
                 self.counters.drop(r);
                 if r == DropReason::NeighborUnresolved {
@@ -659,7 +679,7 @@ impl<P: Port> Worker<P> {
                 };
                 match refused {
                     None => self.counters.handoffs_out += 1,
-                    Some(b) => self.dispatch(b, Verdict::Drop(DropReason::HandoffFull)),
+                    Some(b) => self.dispatch(b, Verdict::Drop(DropReason::HandoffFull), now),
                 }
             }
             Verdict::Punt => {
@@ -672,10 +692,23 @@ impl<P: Port> Worker<P> {
                     self.counters.punted += 1;
                     self.ports[self.rx_port as usize].free(b);
                 } else {
-                    self.dispatch(b, Verdict::Drop(DropReason::PuntFull));
+                    self.dispatch(b, Verdict::Drop(DropReason::PuntFull), now);
                 }
             }
         }
+    }
+
+    /// Builds `a` in `b` and sends it back out the port it came in on (or
+    /// drops it for the answer's reason). Rare, and kept out of `dispatch`
+    /// so the forwarding verdicts stay small.
+    #[cold]
+    #[inline(never)]
+    fn answer(&mut self, mut b: P::Buf, a: Answer, now: Tick) {
+        let v = match answer::build(&mut b, a, &mut self.icmp_limit, now, &mut self.counters) {
+            Ok(()) => Verdict::Forward { port: self.rx_port },
+            Err(r) => Verdict::Drop(r),
+        };
+        self.dispatch(b, v, now);
     }
 
     /// Frames the control thread asked this worker to send.
@@ -742,6 +775,18 @@ impl<P: Port> Worker<P> {
     /// Flow-table occupancy.
     pub fn flow_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// The table entry of flow `key`, if this worker has one (tests, and
+    /// what `explain` is given through a flow lookup).
+    pub fn flow_entry(&self, key: &FlowKey) -> Option<FlowEntry> {
+        let h = self.flows.hash(key);
+        self.flows.lookup(key, h).map(|id| *self.flows.entry(id))
+    }
+
+    /// The generation this worker runs.
+    pub fn generation(&self) -> &Arc<Generation> {
+        &self.gen
     }
 
     /// The ports (tests read their stats).

@@ -49,6 +49,8 @@ pub struct Restored {
     /// Flows idle past their timeout, or already re-created by traffic
     /// (not restored).
     pub stale: u64,
+    /// Flows the table had no room for (full of live assured flows).
+    pub table_full: u64,
 }
 
 impl Restored {
@@ -57,6 +59,7 @@ impl Restored {
         self.backend_gone += o.backend_gone;
         self.no_service += o.no_service;
         self.stale += o.stale;
+        self.table_full += o.table_full;
     }
 }
 
@@ -75,10 +78,15 @@ pub struct FlowInfo {
     pub idle_ms: u32,
     /// Generation the flow's backend was last resolved in.
     pub generation: u32,
+    /// Protected from eviction (see `FlowEntry::ASSURED`).
+    pub assured: bool,
+    /// The entry itself, for `explain` to run the data path's decision on.
+    #[serde(skip)]
+    pub entry: FlowEntry,
 }
 
 impl FlowInfo {
-    pub(crate) fn new(worker: u32, key: &FlowKey, e: &FlowEntry, now: Tick) -> FlowInfo {
+    pub fn new(worker: u32, key: &FlowKey, e: &FlowEntry, now: Tick) -> FlowInfo {
         FlowInfo {
             worker,
             client: SocketAddrV4::new(Ipv4Addr::from(key.client_addr), key.client_port),
@@ -89,6 +97,8 @@ impl FlowInfo {
             age_ms: now.wrapping_sub(e.created),
             idle_ms: now.wrapping_sub(e.last_seen),
             generation: e.generation,
+            assured: e.is_assured(),
+            entry: *e,
         }
     }
 }

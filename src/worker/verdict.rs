@@ -78,15 +78,42 @@ drop_reasons! {
 pub enum Verdict {
     /// Rewritten; send on port `port`.
     Forward { port: u16 },
-    /// Turned into an answer in place (RST, echo reply); send back on
-    /// port `port`.
-    Reply { port: u16 },
+    /// Turned into an answer to its sender (built in the packet's own
+    /// buffer), sent back out the port it came in on; if the answer cannot
+    /// be built (rate limit, no room) the packet is dropped for the
+    /// answer's `reason` instead.
+    Answer(Answer),
     /// Dropped and counted.
     Drop(DropReason),
     /// Belongs to a flow another worker owns; hand it over unchanged.
     Handoff { worker: u32 },
     /// For the control thread (ARP).
     Punt,
+}
+
+/// A packet sluice answers itself, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub kind: AnswerKind,
+    /// Where the headers of the packet being answered start.
+    pub o: crate::nat::Offsets,
+    /// What the packet counts as if no answer goes out.
+    pub reason: DropReason,
+}
+
+/// The answers sluice builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// A TCP RST to the segment's sender (its connection is gone, or the
+    /// service has no endpoint): the client fails at once instead of
+    /// retransmitting into a black hole.
+    TcpReset,
+    /// An ICMP error about the packet, from `src` (host order): port
+    /// unreachable from the VIP for UDP with no backend, time exceeded
+    /// from sluice's own address when the TTL runs out. Rate-limited.
+    IcmpError { msg_type: u8, code: u8, src: u32 },
+    /// An echo reply from a VIP.
+    EchoReply,
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! builders, and a rig that drives workers over in-memory ports.
 #![allow(dead_code)]
 
+pub mod oracle;
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;

@@ -3,14 +3,15 @@
 //! `sluice` binary under test for the data path and `sluice ctl` to steer it.
 //!
 //! Everything a test creates is owned by a [`Lab`] whose `Drop` removes it
-//! (processes, namespaces, files), on success and on panic alike.
+//! (processes, namespaces, files), on success and on panic alike. The
+//! tests run under `tests/harness`: skipped (never passed) on a machine
+//! without root, one at a time across processes.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -24,47 +25,15 @@ pub const SLUICE_BACKEND_MAC: &str = "02:00:00:00:02:fe";
 const SBIN: &str = env!("CARGO_BIN_EXE_sluice");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The labs share the machine's two cores with each other and with sluice's
-/// polling workers; run one at a time so timings stay meaningful.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// What a lab test needs from the machine (see `tests/harness`).
+pub const NEEDS: &[crate::harness::Need] = &[
+    crate::harness::Need::Root,
+    crate::harness::Need::Tool("ip"),
+    crate::harness::Need::Tool("python3"),
+    crate::harness::Need::Tool("tcpdump"),
+];
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn serial() -> MutexGuard<'static, ()> {
-    // A panicking test poisons the lock; its lab is already torn down.
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Why this machine cannot run the lab, if it cannot.
-pub fn skip_reason() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root: the lab creates network namespaces".into());
-    }
-    for tool in ["ip", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("{tool} not found"));
-        }
-    }
-    None
-}
-
-/// Returns from the calling test with a printed reason when the lab cannot
-/// run; otherwise takes the lab lock.
-macro_rules! lab_or_skip {
-    () => {{
-        if let Some(why) = lab::skip_reason() {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        lab::serial()
-    }};
-}
 
 pub fn script(name: &str) -> String {
     format!("{ROOT}/scripts/{name}")
@@ -93,6 +62,8 @@ pub struct Lab {
     /// Whether sluice saves its flows on a stop and restores them on start
     /// (its default); off, a restart starts with empty tables.
     flow_snapshot: bool,
+    /// `dataplane.flow_capacity`, if not sluice's default.
+    pub flow_capacity: Option<usize>,
     /// Servers and background clients, killed on drop.
     children: Vec<Child>,
 }
@@ -115,6 +86,7 @@ impl Lab {
             backend,
             sluice: None,
             flow_snapshot: true,
+            flow_capacity: None,
             children: Vec::new(),
         };
         let out = Command::new(script("netlab.sh"))
@@ -184,6 +156,11 @@ impl Lab {
     /// Writes the configuration: one TCP service "web" on VIP:80 with the
     /// given `(backend index, weight)` endpoints.
     pub fn write_config(&self, endpoints: &[(usize, u32)]) {
+        self.write_config_with(endpoints, "");
+    }
+
+    /// [`Lab::write_config`] followed by `extra` TOML (more services, ...).
+    pub fn write_config_with(&self, endpoints: &[(usize, u32)], extra: &str) {
         let mut c = String::new();
         let sock = self.socket();
         let _ = writeln!(c, "[control]\nsocket = \"{}\"", sock.display());
@@ -199,6 +176,9 @@ impl Lab {
                 Backend::Dpdk => "dpdk",
             }
         );
+        if let Some(n) = self.flow_capacity {
+            let _ = writeln!(c, "flow_capacity = {n}");
+        }
         let (if0, if1, mac0, mac1) = match self.backend {
             Backend::AfPacket => (
                 "l0".to_string(),
@@ -239,6 +219,7 @@ impl Lab {
                 Lab::backend_addr(i)
             );
         }
+        c.push_str(extra);
         std::fs::write(self.config_path(), c).expect("write sluice.toml");
     }
 
@@ -347,6 +328,39 @@ impl Lab {
     pub fn stats(&self) -> Value {
         let v = self.ctl(&["stats"]);
         v.get("result").cloned().unwrap_or(v)
+    }
+
+    /// Starts `tcpdump -vv` in namespace `ns` on `iface` with `filter`,
+    /// stopping after `count` packets; [`Capture::text`] reads what it
+    /// printed. tcpdump checks IP and TCP/UDP/ICMP checksums itself and
+    /// prints `(correct)` or `(incorrect -> ...)`: an oracle independent of
+    /// sluice's own parser.
+    pub fn capture(&mut self, ns: &str, iface: &str, count: usize, filter: &str) -> Capture {
+        let path = self
+            .dir
+            .join(format!("capture-{ns}-{}.txt", self.children.len()));
+        let out = std::fs::File::create(&path).expect("create the capture file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(ns), "tcpdump", "-i", iface])
+            .args(["-nn", "-vv", "-l", "-c", &count.to_string(), filter])
+            .stdout(out)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tcpdump");
+        self.children.push(child);
+        let idx = self.children.len() - 1;
+        // tcpdump says "listening on" once its filter is in place.
+        let mut err = BufReader::new(self.children[idx].stderr.take().expect("stderr"));
+        let mut line = String::new();
+        let _ = err.read_line(&mut line);
+        assert!(line.contains("listening"), "tcpdump did not start: {line}");
+        Capture { path, idx }
+    }
+
+    /// Waits (up to `limit`) for a capture to end; what it printed.
+    pub fn capture_text(&mut self, c: &Capture, limit: Duration) -> String {
+        let _ = self.wait_child(c.idx, limit);
+        std::fs::read_to_string(&c.path).unwrap_or_default()
     }
 
     /// Runs a command inside namespace `ns` and returns its output.
@@ -464,6 +478,12 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.id));
         }
     }
+}
+
+/// A running capture (see [`Lab::capture`]).
+pub struct Capture {
+    path: PathBuf,
+    idx: usize,
 }
 
 /// A drop counter from a stats result.

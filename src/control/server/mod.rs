@@ -270,6 +270,7 @@ fn restore_flows<B: Send + 'static>(path: &Path, dp: &Dataplane<B>) {
                     backend_gone = r.backend_gone,
                     no_service = r.no_service,
                     stale = r.stale,
+                    table_full = r.table_full,
                     "flows restored"
                 ),
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "flows not restored"),

@@ -1,0 +1,106 @@
+//! Backend -> client: the reverse translation of replies, found by the
+//! flow they belong to (or, for a flow sluice has not seen, by the service
+//! whose Maglev choice that backend is, as any instance would decide).
+
+use std::net::Ipv4Addr;
+
+use super::forward::{assure, count_open};
+use super::parse::Parsed;
+use super::query::endpoint_of;
+use super::verdict::{DropReason, Verdict};
+use super::Worker;
+use crate::flow::{Direction, FlowState, Tick};
+use crate::nat;
+use crate::port::Port;
+use crate::service::VipKey;
+use crate::wire::IPPROTO_TCP;
+
+impl<P: Port> Worker<P> {
+    /// Backend -> client.
+    #[inline]
+    pub(crate) fn reply(&mut self, frame: &mut [u8], p: &Parsed, now: Tick) -> Verdict {
+        if p.ttl <= 1 {
+            return self.time_exceeded(p);
+        }
+        let g = &*self.gen;
+        let backend = VipKey {
+            addr: p.src,
+            port: p.sport,
+            proto: p.o.proto,
+        };
+        let refs = g.backend_refs(&backend);
+        let mut found = None;
+        for r in refs {
+            let key = p.reply_key(&g.service(r.service).key);
+            let h = self.flows.hash(&key);
+            if let Some(id) = self.flows.lookup(&key, h) {
+                let e = self.flows.entry(id);
+                if e.backend_addr == p.src && e.backend_port == p.sport {
+                    found = Some((r.service, Some(id)));
+                    break;
+                }
+            }
+        }
+        if found.is_none() {
+            // No entry: the service whose Maglev choice for this flow is this
+            // backend (what the forward path of any instance would pick).
+            found = refs
+                .iter()
+                .find(|r| {
+                    let s = g.service(r.service);
+                    let key = p.reply_key(&s.key);
+                    g.choose_existing(r.service, key.hash_v1(s.seed)) == Some(r.endpoint)
+                })
+                .or(if refs.len() == 1 { refs.first() } else { None })
+                .map(|r| (r.service, None));
+        }
+        let Some((svc, id)) = found else {
+            return Verdict::Drop(DropReason::ReplyUnknownFlow);
+        };
+        if let Some(r) = refs.iter().find(|r| r.service == svc) {
+            if let Some(c) = self.ep.get_mut(r.endpoint as usize) {
+                c.packets_out += 1;
+                c.bytes_out += frame.len() as u64;
+            }
+        }
+        if let Some(id) = id {
+            let tcp = p.o.proto == IPPROTO_TCP;
+            let e = self.flows.entry_mut(id);
+            let was = e.state;
+            e.last_seen = now;
+            e.state = if tcp {
+                e.state.next_tcp(Direction::Reply, p.flags)
+            } else {
+                e.state.next_udp(Direction::Reply)
+            };
+            // The backend answered: an established flow (its handshake seen
+            // or picked up mid-stream) or a UDP flow is now assured.
+            if matches!(e.state, FlowState::Established | FlowState::UdpReplied) {
+                assure(e, &mut self.counters);
+            }
+            if was.is_closed() != e.state.is_closed() {
+                let (k, e) = (self.flows.key(id), self.flows.entry(id));
+                count_open(&mut self.ep, endpoint_of(g, k, e), was, e.state);
+            }
+        }
+        let (port, mac) = match g.route(p.dst) {
+            Ok(r) => r,
+            Err(None) => return Verdict::Drop(DropReason::NoRoute),
+            Err(Some(_)) => return Verdict::Drop(DropReason::NeighborUnresolved),
+        };
+        let Some(link) = g.link(port) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let s = g.service(svc);
+        nat::reverse_dnat(
+            frame,
+            p.o,
+            Ipv4Addr::from(s.key.addr),
+            s.key.port,
+            link.mac,
+            mac,
+        );
+        self.counters.replies += 1;
+        Verdict::Forward { port }
+    }
+}
