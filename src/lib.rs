@@ -18,6 +18,7 @@ pub mod flow;
 pub mod hash;
 pub mod maglev;
 pub mod nat;
+pub mod notify;
 pub mod port;
 pub mod run;
 pub mod service;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use sluice::control::client::Client;
 use sluice::control::protocol::{Outcome, Request};
-use sluice::service::{EndpointSpec, Protocol, ServiceSpec};
+use sluice::service::{EndpointSpec, EndpointState, Protocol, ServiceSpec};
 
 #[derive(Parser)]
 #[command(
@@ -150,6 +150,19 @@ enum CtlOp {
     Reload { path: Option<PathBuf> },
     /// The generation number in force.
     Generation,
+    /// Whether sluice forwards (every worker runs the generation in force).
+    Status,
+    /// Wait until sluice forwards: the control socket answers and every
+    /// worker runs the configuration. Exit status 0 when ready, 1 at the
+    /// timeout.
+    Wait {
+        /// Wait for readiness (the only condition so far; the default).
+        #[arg(long, default_value_t = true)]
+        ready: bool,
+        /// Give up after this long (e.g. 10s, 500ms).
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        timeout: Duration,
+    },
     /// Live view: per-worker Mpps, per-backend share of flows and packets.
     Top {
         /// Seconds between refreshes.
@@ -186,13 +199,36 @@ enum ServiceOp {
     Remove {
         name: String,
     },
+    /// Recycle long-lived connections (S2): reset a flow older than
+    /// --max-age (plus its share of --jitter) once it has been idle both
+    /// ways for --idle-gap; --off turns it off.
+    Recycle {
+        name: String,
+        #[arg(long, value_parser = parse_duration, required_unless_present = "off")]
+        max_age: Option<Duration>,
+        #[arg(long, value_parser = parse_duration, required_unless_present = "off")]
+        idle_gap: Option<Duration>,
+        #[arg(long, value_parser = parse_duration)]
+        jitter: Option<Duration>,
+        /// Recycled flows per second, whole service.
+        #[arg(long, default_value_t = sluice::service::RecyclePolicy::DEFAULT_RATE)]
+        max_per_sec: u32,
+        /// Only flows of backends above their weight's share of open flows.
+        #[arg(long)]
+        skewed_only: bool,
+        #[arg(long, conflicts_with_all = ["max_age", "idle_gap", "jitter", "skewed_only"])]
+        off: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum EndpointsOp {
+    /// Replace the endpoint set in one generation. An endpoint in force
+    /// that is not listed is removed (its open flows get a RST on their
+    /// next packet): list it as ADDR:PORT@draining to let it drain.
     Set {
         service: String,
-        /// ADDR:PORT[=WEIGHT]...
+        /// ADDR:PORT[=WEIGHT][@active|draining|down]...
         #[arg(value_parser = parse_endpoint)]
         endpoints: Vec<EndpointSpec>,
     },
@@ -247,6 +283,18 @@ enum FlowsOp {
 }
 
 fn parse_endpoint(s: &str) -> Result<EndpointSpec, String> {
+    let (s, state) = match s.split_once('@') {
+        Some((a, st)) => (
+            a,
+            match st {
+                "active" => EndpointState::Active,
+                "draining" => EndpointState::Draining,
+                "down" => EndpointState::Down,
+                _ => return Err(format!("state {st:?}: write @active, @draining or @down")),
+            },
+        ),
+        None => (s, EndpointState::Active),
+    };
     let (addr, weight) = match s.split_once('=') {
         Some((a, w)) => (
             a,
@@ -258,7 +306,9 @@ fn parse_endpoint(s: &str) -> Result<EndpointSpec, String> {
     let a: SocketAddrV4 = addr
         .parse()
         .map_err(|_| format!("{addr:?} is not ADDR:PORT (e.g. 10.200.2.11:8080)"))?;
-    Ok(EndpointSpec::new(*a.ip(), a.port()).weight(weight))
+    Ok(EndpointSpec::new(*a.ip(), a.port())
+        .weight(weight)
+        .state(state))
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -315,6 +365,35 @@ fn ctl_request(op: CtlOp) -> Result<Request, String> {
         CtlOp::Service {
             op: ServiceOp::Remove { name },
         } => Request::ServiceRemove { name },
+        CtlOp::Service {
+            op:
+                ServiceOp::Recycle {
+                    name,
+                    max_age,
+                    idle_gap,
+                    jitter,
+                    max_per_sec,
+                    skewed_only,
+                    off,
+                },
+        } => {
+            let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+            let recycle = match (off, max_age, idle_gap) {
+                (true, _, _) => None,
+                (false, Some(a), Some(g)) => Some(sluice::service::RecyclePolicy {
+                    max_age_ms: ms(a),
+                    idle_gap_ms: ms(g),
+                    jitter_ms: jitter.map_or(0, ms),
+                    max_per_sec,
+                    skewed_only,
+                }),
+                _ => return Err("give --max-age and --idle-gap, or --off".into()),
+            };
+            Request::ServiceRecycle {
+                service: name,
+                recycle,
+            }
+        }
         CtlOp::Endpoints {
             op: EndpointsOp::Set { service, endpoints },
         } => Request::EndpointsSet { service, endpoints },
@@ -393,10 +472,75 @@ fn ctl_request(op: CtlOp) -> Result<Request, String> {
             path: path.map(|p| p.display().to_string()),
         },
         CtlOp::Generation => Request::Generation,
+        CtlOp::Status | CtlOp::Wait { .. } => Request::Status,
     })
 }
 
+/// `ctl wait --ready`: polls `status` (connecting again as needed: the
+/// socket may not exist yet) until every worker runs the configuration.
+fn wait_ready(socket: &std::path::Path, timeout: Duration, json: bool) -> std::process::ExitCode {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("the control socket did not answer");
+    loop {
+        match Client::connect(socket).and_then(|mut c| c.call(&Request::Status)) {
+            Ok(resp) => {
+                if let Some(Outcome::Status(st)) = &resp.result {
+                    if st.ready {
+                        if json {
+                            print!("{}", resp.to_line());
+                        } else {
+                            print!("{}", sluice::control::render::response(&resp));
+                        }
+                        return std::process::ExitCode::SUCCESS;
+                    }
+                    last = format!(
+                        "{}/{} workers run generation {}",
+                        st.workers_ready, st.workers, st.generation
+                    );
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!("error: not ready after {timeout:?}: {last}");
+            return std::process::ExitCode::from(1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What an `endpoints set` will remove that is in force now: a script
+/// that meant to keep an endpoint draining learns it must list it as
+/// ADDR:PORT@draining. Read before the change (the change itself is one
+/// generation).
+fn endpoints_set_removes(client: &mut Client, req: &Request) -> Vec<String> {
+    let Request::EndpointsSet { service, endpoints } = req else {
+        return Vec::new();
+    };
+    let Ok(resp) = client.call(&Request::ServicesList) else {
+        return Vec::new();
+    };
+    let Some(Outcome::Services { services }) = resp.result else {
+        return Vec::new();
+    };
+    services
+        .iter()
+        .filter(|s| &s.name == service)
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| {
+            e.state.carries_flows()
+                && !endpoints
+                    .iter()
+                    .any(|n| n.addr == e.addr && n.port == e.port)
+        })
+        .map(|e| format!("{}:{} ({:?})", e.addr, e.port, e.state).to_lowercase())
+        .collect()
+}
+
 fn ctl(socket: PathBuf, json: bool, op: CtlOp) -> std::process::ExitCode {
+    if let CtlOp::Wait { timeout, .. } = op {
+        return wait_ready(&socket, timeout, json);
+    }
     let top = match op {
         CtlOp::Top { interval, count } => Some((interval, count)),
         _ => None,
@@ -415,6 +559,7 @@ fn ctl(socket: PathBuf, json: bool, op: CtlOp) -> std::process::ExitCode {
             return std::process::ExitCode::from(3);
         }
     };
+    let removes = endpoints_set_removes(&mut client, &req);
     let mut shown = 0u64;
     loop {
         let resp = match client.call(&req) {
@@ -444,6 +589,13 @@ fn ctl(socket: PathBuf, json: bool, op: CtlOp) -> std::process::ExitCode {
         if !resp.ok {
             return std::process::ExitCode::from(1);
         }
+        if !removes.is_empty() {
+            eprintln!(
+                "removed {}: their open flows get a RST on their next packet \
+                 (list an endpoint as ADDR:PORT@draining to let it drain)",
+                removes.join(", ")
+            );
+        }
         let Some((interval, count)) = top else {
             return std::process::ExitCode::SUCCESS;
         };
@@ -456,9 +608,12 @@ fn ctl(socket: PathBuf, json: bool, op: CtlOp) -> std::process::ExitCode {
 }
 
 fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: not in a file or journald.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match cli.cmd {

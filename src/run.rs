@@ -179,10 +179,13 @@ where
     let handle = ControlServer::spawn(config, Some(path.to_path_buf()), dp)
         .map_err(|e| RunError::Control(e.to_string()))?;
     tracing::info!(workers = n, socket = %handle.socket().display(), "sluice running");
+    // Every worker runs the configuration and the socket answers.
+    crate::notify::ready(&format!("forwarding, {n} workers"));
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("stopping");
+    crate::notify::stopping();
     if let Some(dp) = handle.shutdown() {
         dp.stop();
     }

@@ -826,6 +826,64 @@ fn flood_never_evicts_real_connections() {
     assert!(answered >= 8, "every connection answered after the flood");
 }
 
+/// The systemd unit's claims hold: sluice runs as an unprivileged user with
+/// exactly the capabilities config/sluice.service grants (parsed from the
+/// file), forwards, and tells the service manager READY=1 (Type=notify)
+/// only when every worker runs the configuration; `ctl status` and `ctl
+/// wait --ready` agree.
+fn unprivileged_with_the_units_capabilities_and_ready_notification() {
+    let unit = std::fs::read_to_string(format!(
+        "{}/config/sluice.service",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("read config/sluice.service");
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit grants capabilities")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    assert!(unit.contains("Type=notify"), "{unit}");
+    let mut lab = Lab::up(2, 1, Backend::AfPacket);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    let notify = lab.dir().join("notify");
+    let rx = std::os::unix::net::UnixDatagram::bind(&notify).expect("bind the notify socket");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&notify, std::fs::Permissions::from_mode(0o777)).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    lab.env
+        .push(("NOTIFY_SOCKET".into(), notify.display().to_string()));
+    lab.run_as = Some((65534, caps.clone()));
+    let started = Instant::now();
+    lab.start_sluice();
+    let mut buf = [0u8; 512];
+    let n = rx.recv(&mut buf).expect("READY=1 from sluice");
+    let ready_after = started.elapsed();
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.starts_with("READY=1"), "{msg}");
+    let status = lab.ctl(&["status"]);
+    assert_eq!(status["result"]["ready"], true, "{status}");
+    lab.ctl(&["wait", "--ready", "--timeout", "2s"]);
+    let pid = lab.sluice_pid().expect("running");
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains("65534"), "not unprivileged: {uid_line}");
+    lab.wait_ready();
+    let r = lab.http(1, 100);
+    assert_eq!(r["errors"], 0, "{r}");
+    eprintln!(
+        "unprivileged ({uid_line}) with {caps:?}: {msg:?} {ready_after:?} after the start; 100 requests, 0 errors"
+    );
+    // CAP_SYS_NICE is what the real-time control thread needs: no
+    // fallback warning.
+    let log = lab.sluice_log();
+    assert!(
+        !log.contains("cannot change the thread's scheduling class"),
+        "{log}"
+    );
+}
+
 /// A long-lived connection with a request every 200 ms across a restart of
 /// sluice (SIGTERM, start again with the same configuration). With
 /// `client_rearps`, the client's neighbor entry for sluice is flushed right
@@ -984,6 +1042,7 @@ machine_tests!(lab::NEEDS;
     s4b_backend_removed_client_gets_reset_within_a_second,
     refused_within_100ms_when_a_service_has_no_endpoint,
     flood_never_evicts_real_connections,
+    unprivileged_with_the_units_capabilities_and_ready_notification,
     s4a_restart_keeps_long_lived_connection,
     s4a_restart_keeps_long_lived_connection_when_client_rearps,
     arp_resolution_learns_backends_and_answers_for_vip,

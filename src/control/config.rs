@@ -258,6 +258,7 @@ pub struct TimeoutsSection {
     pub closed: Option<u32>,
     pub udp: Option<u32>,
     pub udp_stream: Option<u32>,
+    pub unassured: Option<u32>,
 }
 
 /// `[[service]]`.
@@ -274,6 +275,53 @@ pub struct ServiceSection {
     pub seed: Option<u64>,
     #[serde(default)]
     pub endpoint: Vec<EndpointSection>,
+    /// `[service.recycle]`: opt-in recycling of long-lived connections.
+    #[serde(default)]
+    pub recycle: Option<RecycleSection>,
+}
+
+/// `[service.recycle]`: durations as strings with a unit ("200ms", "5s",
+/// "10m", "1h").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecycleSection {
+    pub max_age: String,
+    pub idle_gap: String,
+    #[serde(default)]
+    pub jitter: Option<String>,
+    #[serde(default)]
+    pub max_per_sec: Option<u32>,
+    #[serde(default)]
+    pub skewed_only: bool,
+}
+
+/// A duration written with a unit (`ms`, `s`, `m`, `h`; decimals allowed,
+/// e.g. "1.5s"), in milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let factor = match unit.trim() {
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3600e3,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration; write a number and a unit: \"200ms\", \"5s\", \"10m\", \"1h\""
+            ))
+        }
+    };
+    let n: f64 = num.parse().map_err(|_| {
+        format!("{text:?} is not a duration; write a number and a unit, e.g. \"5s\"")
+    })?;
+    let ms = (n * factor).round();
+    if !(0.0..=f64::from(u32::MAX)).contains(&ms) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(ms as u32)
 }
 
 /// `[[service.endpoint]]`.
@@ -415,6 +463,7 @@ impl Config {
             (&mut t.closed, s.closed),
             (&mut t.udp, s.udp),
             (&mut t.udp_stream, s.udp_stream),
+            (&mut t.unassured, s.unassured),
         ] {
             if let Some(secs) = v {
                 *slot = secs.saturating_mul(1000);
@@ -536,6 +585,27 @@ impl ServiceSection {
                 state: e.state,
             });
         }
+        if let Some(r) = &self.recycle {
+            let field = |what: &str, v: &str| {
+                parse_duration_ms(v)
+                    .map_err(|e| invalid(format!("service {name:?}: recycle.{what}: {e}")))
+            };
+            let policy = crate::service::RecyclePolicy {
+                max_age_ms: field("max_age", &r.max_age)?,
+                idle_gap_ms: field("idle_gap", &r.idle_gap)?,
+                jitter_ms: match &r.jitter {
+                    Some(j) => field("jitter", j)?,
+                    None => 0,
+                },
+                max_per_sec: r
+                    .max_per_sec
+                    .unwrap_or(crate::service::RecyclePolicy::DEFAULT_RATE),
+                skewed_only: r.skewed_only,
+            };
+            spec.recycle = Some(policy);
+            crate::service::check_recycle(&spec)
+                .map_err(|e| invalid(format!("service {name:?}: {e}")))?;
+        }
         Ok(spec)
     }
 }
@@ -632,6 +702,52 @@ weight = 2
 
     fn refused(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration_ms("200ms"), Ok(200));
+        assert_eq!(parse_duration_ms("1.5s"), Ok(1500));
+        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
+        assert_eq!(parse_duration_ms(" 1h "), Ok(3_600_000));
+        assert!(parse_duration_ms("5")
+            .unwrap_err()
+            .contains("a number and a unit"));
+        assert!(parse_duration_ms("5 parsecs").is_err());
+        assert!(parse_duration_ms("s").is_err());
+        assert!(parse_duration_ms("9999999h")
+            .unwrap_err()
+            .contains("out of range"));
+    }
+
+    #[test]
+    fn recycle_sections_parse_and_bad_ones_name_the_field() {
+        let with = |r: &str| format!("{GOOD}\n[service.recycle]\n{r}\n");
+        let c = Config::parse(&with(
+            "max_age = \"10m\"\nidle_gap = \"200ms\"\njitter = \"1m\"\nmax_per_sec = 20",
+        ))
+        .unwrap();
+        let spec = c.services().unwrap()[0].clone();
+        assert_eq!(
+            spec.recycle,
+            Some(crate::service::RecyclePolicy {
+                max_age_ms: 600_000,
+                idle_gap_ms: 200,
+                jitter_ms: 60_000,
+                max_per_sec: 20,
+                skewed_only: false,
+            })
+        );
+        let m = refused(&with("max_age = \"10\"\nidle_gap = \"200ms\""));
+        assert!(m.contains("recycle.max_age") && m.contains("unit"), "{m}");
+        let m = refused(&with("max_age = \"10m\"\nidle_gap = \"1ms\""));
+        assert!(m.contains("recycle.idle_gap"), "{m}");
+        let m = refused(&with(
+            "max_age = \"10m\"\nidle_gap = \"1s\"\nmax_per_sec = 0",
+        ));
+        assert!(m.contains("max_per_sec"), "{m}");
+        let m = refused(&with("max_age = \"10m\""));
+        assert!(m.contains("idle_gap"), "{m}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::net::SocketAddrV4;
 
 use serde::{Deserialize, Serialize};
 
-use crate::service::{EndpointSpec, Protocol, ServiceSpec};
+use crate::service::{EndpointSpec, Protocol, RecyclePolicy, ServiceSpec};
 
 /// The schema version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -30,6 +30,13 @@ pub enum Request {
     ServiceRemove { name: String },
     /// Every service with its endpoints.
     ServicesList,
+    /// Sets a service's recycling of long-lived connections (S2), or turns
+    /// it off with `"recycle": null` (or no `recycle`).
+    ServiceRecycle {
+        service: String,
+        #[serde(default)]
+        recycle: Option<RecyclePolicy>,
+    },
     /// Replaces a service's whole endpoint set at once.
     EndpointsSet {
         service: String,
@@ -111,6 +118,8 @@ pub enum Request {
     },
     /// The generation number in force.
     Generation,
+    /// Whether sluice forwards: every worker runs the generation in force.
+    Status,
 }
 
 fn default_protocol() -> Protocol {
@@ -130,6 +139,7 @@ pub const OPS: &[&str] = &[
     "service_add",
     "service_remove",
     "services_list",
+    "service_recycle",
     "endpoints_set",
     "endpoint_add",
     "endpoint_remove",
@@ -145,6 +155,7 @@ pub const OPS: &[&str] = &[
     "digest",
     "reload",
     "generation",
+    "status",
 ];
 
 impl Request {
@@ -155,6 +166,7 @@ impl Request {
             self,
             Request::ServiceAdd { .. }
                 | Request::ServiceRemove { .. }
+                | Request::ServiceRecycle { .. }
                 | Request::EndpointsSet { .. }
                 | Request::EndpointAdd { .. }
                 | Request::EndpointRemove { .. }
@@ -381,6 +393,20 @@ pub enum Outcome {
         services: usize,
     },
     Generation,
+    Status(Status),
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Every worker runs the generation in force: sluice forwards with the
+    /// configuration it reports.
+    pub ready: bool,
+    pub generation: u64,
+    pub workers: u32,
+    /// Workers that acknowledged `generation`.
+    pub workers_ready: u32,
+    pub services: usize,
 }
 
 /// One worker's counters.
@@ -422,6 +448,10 @@ pub struct EndpointStats {
     pub bytes_out: u64,
     /// Packets (both directions) per second since the previous sample.
     pub packets_per_s: f64,
+    /// Connections recycled (reset at an idle moment by the service's
+    /// recycling policy, S2).
+    #[serde(default)]
+    pub flows_recycled: u64,
 }
 
 /// One service's counters.
@@ -434,6 +464,12 @@ pub struct ServiceStats {
     pub new_flows_per_s: f64,
     pub packets: u64,
     pub bytes: u64,
+    /// Connections recycled (S2), all endpoints.
+    #[serde(default)]
+    pub flows_recycled: u64,
+    /// The recycling policy in force, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle: Option<crate::service::RecyclePolicy>,
     /// Maglev slots per endpoint that takes new flows: the table's occupancy.
     pub table_size: u32,
     pub endpoints: Vec<EndpointStats>,
@@ -519,6 +555,10 @@ pub struct Explanation {
     pub decision: String,
     /// How that was decided, in words.
     pub reason: String,
+    /// When the flow becomes a candidate for recycling (S2), if the service
+    /// recycles connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle: Option<String>,
 }
 
 /// One service's Maglev table digest.

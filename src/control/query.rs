@@ -105,6 +105,8 @@ pub fn stats<B: Send + 'static>(
             new_flows_per_s: 0.0,
             packets: 0,
             bytes: 0,
+            flows_recycled: 0,
+            recycle: spec.recycle,
             table_size: spec.table_size,
             endpoints: Vec::with_capacity(spec.endpoints.len()),
         };
@@ -125,12 +127,14 @@ pub fn stats<B: Send + 'static>(
                 packets_out: c.packets_out,
                 bytes_out: c.bytes_out,
                 packets_per_s: rate(packets, before.map(|b| b.1), secs),
+                flows_recycled: c.flows_recycled,
             };
             sample_eps.insert(id, (c.flows_created, packets));
             s.active_flows += es.active_flows;
             s.new_flows_per_s += es.new_flows_per_s;
             s.packets += packets;
             s.bytes += c.bytes_in + c.bytes_out;
+            s.flows_recycled += c.flows_recycled;
             s.endpoints.push(es);
         }
         services.push(s);
@@ -357,6 +361,33 @@ pub fn explain_with(
         // Keep and Gone come only from an entry.
         (d, None) => ("keep", format!("{d:?}")),
     };
+    let recycle = s.recycle.map(|p| {
+        let due = crate::worker::eligible_age_ms(key, &p);
+        let gap = p.idle_gap_ms;
+        match flow {
+            None => format!(
+                "recycled once older than {:.1} s (max_age plus this tuple's jitter) and idle both ways for {gap} ms",
+                f64::from(due) / 1e3
+            ),
+            Some(f) if !f.assured || f.state != crate::flow::FlowState::Established => format!(
+                "not a candidate while {} (only established, assured flows are recycled); then at age {:.1} s after an idle gap of {gap} ms",
+                if f.assured { "closing" } else { "not assured" },
+                f64::from(due) / 1e3
+            ),
+            Some(f) if f.age_ms < due => format!(
+                "eligible in {:.1} s (at age {:.1} s: max_age plus this flow's jitter), then reset at its first idle gap of {gap} ms",
+                f64::from(due - f.age_ms) / 1e3,
+                f64::from(due) / 1e3
+            ),
+            Some(f) => format!(
+                "eligible now (age {:.1} s >= {:.1} s): reset once idle both ways for {gap} ms (idle {} ms now), within the rate of {}/s",
+                f64::from(f.age_ms) / 1e3,
+                f64::from(due) / 1e3,
+                f.idle_ms,
+                p.max_per_sec
+            ),
+        }
+    });
     Explanation {
         service: s.name.clone(),
         vip: SocketAddrV4::new(Ipv4Addr::from(key.vip_addr), key.vip_port),
@@ -372,6 +403,7 @@ pub fn explain_with(
         backend,
         decision: kind.to_string(),
         reason,
+        recycle,
     }
 }
 
@@ -497,7 +529,7 @@ pub fn metrics_text<B: Send + 'static>(
         .filter(|e| e.port != 0)
         .map(|e| ((e.service, e.addr, e.port), e))
         .collect();
-    let mut lines: [String; 4] = Default::default();
+    let mut lines: [String; 5] = Default::default();
     for spec in store.services() {
         let svc = label(&spec.name);
         for e in &spec.endpoints {
@@ -536,6 +568,11 @@ pub fn metrics_text<B: Send + 'static>(
                 "sluice_endpoint_flows_active{{{l}}} {}",
                 c.active_flows
             );
+            let _ = writeln!(
+                lines[4],
+                "sluice_endpoint_flows_recycled_total{{{l}}} {}",
+                c.flows_recycled
+            );
         }
     }
     for (i, (name, kind, help)) in [
@@ -557,7 +594,12 @@ pub fn metrics_text<B: Send + 'static>(
         (
             "sluice_endpoint_flows_active",
             "gauge",
-            "Flows pinned to each endpoint.",
+            "Open flows pinned to each endpoint.",
+        ),
+        (
+            "sluice_endpoint_flows_recycled_total",
+            "counter",
+            "Connections recycled at an idle moment (S2), per endpoint.",
         ),
     ]
     .into_iter()

@@ -31,6 +31,17 @@ pub fn response(r: &Response) -> String {
         None | Some(Outcome::Generation) => {
             let _ = writeln!(o, "generation {}", r.generation);
         }
+        Some(Outcome::Status(st)) => {
+            let _ = writeln!(
+                o,
+                "{}: generation {}, {}/{} workers run it, {} services",
+                if st.ready { "ready" } else { "not ready" },
+                st.generation,
+                st.workers_ready,
+                st.workers,
+                st.services
+            );
+        }
         Some(Outcome::Applied { apply_us }) => {
             let _ = writeln!(
                 o,
@@ -54,6 +65,9 @@ pub fn response(r: &Response) -> String {
                     s.table_size,
                     s.endpoints.len()
                 );
+                if let Some(r) = &s.recycle {
+                    let _ = writeln!(o, "    {}", recycle_text(r));
+                }
                 for e in &s.endpoints {
                     let _ = writeln!(
                         o,
@@ -113,6 +127,9 @@ pub fn response(r: &Response) -> String {
                 x.backend.map_or("none".to_string(), |b| b.to_string())
             );
             let _ = writeln!(o, "why       {}", x.reason);
+            if let Some(r) = &x.recycle {
+                let _ = writeln!(o, "recycle   {r}");
+            }
             let _ = writeln!(
                 o,
                 "maglev    hash {:016x}, slot {} of {}; new flows -> {}, mid-flow misses -> {}",
@@ -139,6 +156,31 @@ pub fn response(r: &Response) -> String {
         }
     }
     o
+}
+
+fn ms_text(ms: u32) -> String {
+    if ms >= 60_000 && ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms >= 1000 {
+        format!("{:.1}s", f64::from(ms) / 1e3)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn recycle_text(r: &crate::service::RecyclePolicy) -> String {
+    format!(
+        "recycle: max_age {} + jitter {}, idle_gap {}, {}/s{}",
+        ms_text(r.max_age_ms),
+        ms_text(r.jitter_ms),
+        ms_text(r.idle_gap_ms),
+        r.max_per_sec,
+        if r.skewed_only {
+            ", skewed backends only"
+        } else {
+            ""
+        }
+    )
 }
 
 /// `top`: [`stats`] without the full counter list, refreshed in place.
@@ -215,16 +257,28 @@ pub fn stats(s: &Stats, all: bool) -> String {
             svc.new_flows_per_s,
             si(pkts)
         );
+        if let Some(r) = &svc.recycle {
+            let _ = writeln!(o, "  {}; recycled {}", recycle_text(r), svc.flows_recycled);
+        }
         let _ = writeln!(
             o,
-            "  {:<22} {:<9} {:>3} {:>9} {:>6} {:>8} {:>9} {:>6} {:>10}",
-            "ENDPOINT", "STATE", "W", "FLOWS", "SHARE", "NEW/s", "PKT/s", "SHARE", "PACKETS"
+            "  {:<22} {:<9} {:>3} {:>9} {:>6} {:>8} {:>9} {:>6} {:>10} {:>9}",
+            "ENDPOINT",
+            "STATE",
+            "W",
+            "FLOWS",
+            "SHARE",
+            "NEW/s",
+            "PKT/s",
+            "SHARE",
+            "PACKETS",
+            "RECYCLED"
         );
         for e in &svc.endpoints {
             let p = (e.packets_in + e.packets_out) as f64;
             let _ = writeln!(
                 o,
-                "  {:<22} {:<9} {:>3} {:>9} {} {:>8.0} {:>9} {} {:>10}",
+                "  {:<22} {:<9} {:>3} {:>9} {} {:>8.0} {:>9} {} {:>10} {:>9}",
                 e.endpoint.to_string(),
                 format!("{:?}", e.state).to_lowercase(),
                 e.weight,
@@ -239,7 +293,8 @@ pub fn stats(s: &Stats, all: bool) -> String {
                 } else {
                     pct(p, pkts)
                 },
-                si(p)
+                si(p),
+                e.flows_recycled
             );
         }
     }
@@ -294,6 +349,7 @@ mod tests {
             packets_out: 0,
             bytes_out: 0,
             packets_per_s: 0.0,
+            flows_recycled: 0,
         }
     }
 
@@ -314,6 +370,8 @@ mod tests {
                 new_flows_per_s: 0.0,
                 packets: 400,
                 bytes: 0,
+                flows_recycled: 0,
+                recycle: None,
                 table_size: 65537,
                 endpoints: vec![
                     endpoint(11, 2, 100),

@@ -390,6 +390,7 @@ fn validate_spec(s: &ServiceSpec) -> Result<(), StoreError> {
             "service {name:?}: table_size: {e}; use a prime such as 65537 (the default), 16381 or 251"
         ))
     })?;
+    crate::service::check_recycle(s).map_err(|e| invalid(format!("service {name:?}: {e}")))?;
     validate_endpoints(name, s.table_size, &s.endpoints)
 }
 
@@ -526,6 +527,13 @@ fn stage(
             find(staged, name)?;
             undo.remove(staged, name);
         }
+        Request::ServiceRecycle { service, recycle } => {
+            let mut spec = (*find(staged, service)?).clone();
+            spec.recycle = *recycle;
+            crate::service::check_recycle(&spec)
+                .map_err(|e| invalid(format!("service {service:?}: {e}")))?;
+            undo.insert(staged, service.clone(), Arc::new(spec));
+        }
         Request::EndpointsSet { service, endpoints } => {
             let mut spec = (*find(staged, service)?).clone();
             validate_endpoints(service, spec.table_size, endpoints)?;
@@ -593,7 +601,8 @@ fn stage(
         | Request::Explain { .. }
         | Request::Digest { .. }
         | Request::Reload { .. }
-        | Request::Generation => return Err(StoreError::NotAChange("a query")),
+        | Request::Generation
+        | Request::Status => return Err(StoreError::NotAChange("a query")),
     }
     Ok(())
 }

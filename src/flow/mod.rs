@@ -13,7 +13,7 @@ pub mod tcp;
 pub use key::{ip_proto, FlowKey, TableKey};
 pub use save::SavedFlow;
 pub use table::{
-    EvictReason, FlowEntry, FlowId, FlowTable, FlowTableError, Inserted, EVICTION_SCAN,
-    MAX_CAPACITY,
+    advance_seq, EvictReason, FlowEntry, FlowId, FlowTable, FlowTableError, Inserted,
+    EVICTION_SCAN, MAX_CAPACITY,
 };
 pub use tcp::{tcp_flags, Direction, FlowState, Tick, TimeoutTooLong, Timeouts, MAX_TIMEOUT_MS};

@@ -12,10 +12,10 @@
 //! any such flow gets: a RST on its next packet (S4b).
 //!
 //! The file is binary and versioned: an 8-byte magic, a version and a
-//! record count, then fixed-size big-endian records (36 bytes in version 2,
+//! record count, then fixed-size big-endian records (44 bytes in version 2,
 //! which added the flow's flags, so a restored connection keeps its
-//! protection from eviction; version 1 files, 32-byte records, are still
-//! read). Ages are stored
+//! protection from eviction, and the next sequence number each side
+//! expects; version 1 files, 32-byte records, are still read). Ages are stored
 //! relative to the moment of saving (a worker clock does not survive the
 //! process). A file that is short, long, of another version or holding an
 //! impossible record is refused as a whole with an error that says why.
@@ -42,12 +42,16 @@ pub struct SavedFlow {
     pub client_isn: u32,
     /// The flow was assured (see `FlowEntry::ASSURED`).
     pub assured: bool,
+    /// The next sequence numbers each side expects (see `FlowEntry`), so a
+    /// restored flow can still be reset in-window (connection recycling).
+    pub client_next: u32,
+    pub backend_next: u32,
 }
 
 const MAGIC: &[u8; 8] = b"SLUICEFS";
 const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8;
-const RECORD: usize = 36;
+const RECORD: usize = 44;
 /// Records of version 1 files (no flags).
 const RECORD_V1: usize = 32;
 
@@ -89,6 +93,8 @@ impl SavedFlow {
         out.extend_from_slice(&self.client_isn.to_be_bytes());
         out.push(u8::from(self.assured));
         out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&self.client_next.to_be_bytes());
+        out.extend_from_slice(&self.backend_next.to_be_bytes());
     }
 
     /// One record of a version-`version` file (`r` is as long as that
@@ -133,6 +139,8 @@ impl SavedFlow {
             idle_ms: u32_at(24),
             client_isn: u32_at(28),
             assured,
+            client_next: if version == 1 { 0 } else { u32_at(36) },
+            backend_next: if version == 1 { 0 } else { u32_at(40) },
         })
     }
 }
@@ -239,6 +247,8 @@ mod tests {
             idle_ms: 10 * i,
             client_isn: 0xdead_0000 + i,
             assured: i % 2 == 0,
+            client_next: 0x1000_0000 + i,
+            backend_next: 0x2000_0000 + i,
         }
     }
 
@@ -272,6 +282,7 @@ mod tests {
             v1.extend_from_slice(&r[..RECORD_V1]);
         }
         let back = decode(&v1).unwrap();
+        assert_eq!((back[0].client_next, back[0].backend_next), (0, 0));
         assert_eq!(
             back.iter().map(|f| f.assured).collect::<Vec<_>>(),
             [true, false, true]

@@ -13,7 +13,7 @@
 //! - The slab gives flows stable ids ([`FlowId`]) and lets aging and eviction walk slab
 //!   positions with a clock hand: bounded work per call, no iteration over the hash table, and
 //!   no stop-the-world sweep.
-//! - A slot is 44 bytes (key 16 + entry 28). Free slots are an enum variant whose tag lives in
+//! - A slot is 52 bytes (key 16 + entry 36), within a cache line. Free slots are an enum variant whose tag lives in
 //!   the unused values of [`FlowState`] (a niche), so "occupied" costs no extra byte, and the
 //!   free list is threaded through the free slots themselves.
 
@@ -46,9 +46,28 @@ pub struct FlowEntry {
     pub last_seen: Tick,
     /// The client's SYN sequence number: tells a SYN retransmission from a new connection.
     pub client_isn: u32,
+    /// The sequence number the backend expects next from the client, as
+    /// its acknowledgements say (RCV.NXT once it has acknowledged all it
+    /// received): what a RST to the backend must carry to be accepted
+    /// (RFC 5961; connection recycling). Learnt from the backend's segments
+    /// so that the client's, the fast path's, pay nothing for it.
+    pub client_next: u32,
+    /// The sequence number the client expects next from the backend: the
+    /// end of the backend's furthest segment.
+    pub backend_next: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowEntry>() <= 32);
+/// Moves `next` forward to `end` if `end` is later in sequence space (a
+/// retransmission or a reordered segment never moves it back).
+#[inline(always)]
+pub fn advance_seq(next: &mut u32, end: u32) {
+    if end.wrapping_sub(*next) as i32 > 0 {
+        *next = end;
+    }
+}
+
+// Key and entry stay within one 64-byte cache line.
+const _: () = assert!(core::mem::size_of::<FlowEntry>() <= 36);
 
 impl FlowEntry {
     /// `flags` bit: the flow is protected from eviction (conntrack's
@@ -90,6 +109,8 @@ impl FlowEntry {
             created: now,
             last_seen: now,
             client_isn: 0,
+            client_next: 0,
+            backend_next: 0,
         }
     }
 
@@ -184,7 +205,7 @@ enum Slot<K> {
     Used { key: K, entry: FlowEntry },
 }
 
-const _: () = assert!(core::mem::size_of::<Slot<FlowKey>>() <= 48);
+const _: () = assert!(core::mem::size_of::<Slot<FlowKey>>() <= 56);
 
 /// One worker's flow table. Not shared between cores; see the module docs for the layout.
 pub struct FlowTable<K: TableKey = FlowKey> {
@@ -691,8 +712,8 @@ mod tests {
 
     #[test]
     fn slot_and_entry_are_small() {
-        assert_eq!(FlowTable::<FlowKey>::slot_bytes(), 44);
-        assert_eq!(core::mem::size_of::<FlowEntry>(), 28);
+        assert_eq!(FlowTable::<FlowKey>::slot_bytes(), 52);
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 36);
     }
 
     #[test]

@@ -12,10 +12,11 @@
 use std::net::Ipv4Addr;
 
 use super::Offsets;
+use crate::wire::ethernet::ETHERTYPE_IPV4;
 use crate::wire::icmp::{self, IcmpPacket};
 use crate::wire::ipv4::{Ipv4Packet, MIN_HEADER_LEN};
 use crate::wire::tcp::{TcpFlags, TcpSegment};
-use crate::wire::{IPPROTO_ICMP, IPPROTO_TCP};
+use crate::wire::{MacAddr, IPPROTO_ICMP, IPPROTO_TCP};
 
 /// TTL of the packets sluice originates (Linux's default).
 pub const ANSWER_TTL: u8 = 64;
@@ -194,6 +195,43 @@ pub fn icmp_error(
     m.set_rest_of_header(0);
     m.fill_checksum();
     l2 + total
+}
+
+/// Length of a bare TCP RST frame (Ethernet, IPv4 without options, TCP
+/// without options).
+pub const RST_FRAME_LEN: usize = 14 + MIN_HEADER_LEN + 20;
+
+/// Writes a bare RST from `src:sport` to `dst:dport` with sequence number
+/// `seq` (the receiver's RCV.NXT, so it is accepted as is: RFC 5961 3.2)
+/// into the first [`RST_FRAME_LEN`] bytes of `frame` (addresses host
+/// order). Used to recycle a connection, which sluice resets in both
+/// directions. Returns the frame length, or `None` if `frame` is shorter.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_rst_frame(
+    frame: &mut [u8],
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: u32,
+    sport: u16,
+    dst: u32,
+    dport: u16,
+    seq: u32,
+) -> Option<usize> {
+    let f = frame.get_mut(..RST_FRAME_LEN)?;
+    f[0..6].copy_from_slice(&dst_mac.0);
+    f[6..12].copy_from_slice(&src_mac.0);
+    f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    write_ipv4(&mut f[14..], 40, IPPROTO_TCP, 0, true, src, dst);
+    let l4 = 14 + MIN_HEADER_LEN;
+    f[l4..].fill(0);
+    f[l4 + 12] = 5 << 4;
+    let mut t = TcpSegment::new_unchecked(&mut f[l4..]);
+    t.set_src_port(sport);
+    t.set_dst_port(dport);
+    t.set_seq_number(seq);
+    t.set_flags(TcpFlags::RST);
+    t.fill_checksum(Ipv4Addr::from(src), Ipv4Addr::from(dst));
+    Some(RST_FRAME_LEN)
 }
 
 #[cfg(test)]

@@ -123,6 +123,81 @@ pub struct ServiceSpec {
     pub hash: crate::hash::HashVersion,
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
+    /// Opt-in recycling of long-lived connections (S2); off when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle: Option<RecyclePolicy>,
+}
+
+/// Recycling of long-lived TCP connections, per service (S2): a flow older
+/// than `max_age_ms` (plus a per-flow share of `jitter_ms`) is reset, both
+/// ways and in-window, at the first moment it has been idle in both
+/// directions for `idle_gap_ms`, so no request or response in flight is
+/// cut; the client's pool opens a new connection, which Maglev places
+/// afresh. At most `max_per_sec` flows of the service are recycled per
+/// second (split over the workers), so a fleet does not reconnect at once.
+/// With `skewed_only`, only flows of a backend holding more than its
+/// weight's share of the service's open flows are recycled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecyclePolicy {
+    pub max_age_ms: u32,
+    pub idle_gap_ms: u32,
+    #[serde(default)]
+    pub jitter_ms: u32,
+    #[serde(default = "default_recycle_rate")]
+    pub max_per_sec: u32,
+    #[serde(default)]
+    pub skewed_only: bool,
+}
+
+fn default_recycle_rate() -> u32 {
+    RecyclePolicy::DEFAULT_RATE
+}
+
+impl RecyclePolicy {
+    /// Recycled flows per second per service unless configured.
+    pub const DEFAULT_RATE: u32 = 100;
+
+    /// Checks the values, naming the field and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_age_ms < 100 {
+            return Err(format!(
+                "recycle.max_age is {} ms; give at least 100 ms (connections live longer than that)",
+                self.max_age_ms
+            ));
+        }
+        if self.idle_gap_ms < 10 {
+            return Err(format!(
+                "recycle.idle_gap is {} ms; give at least 10 ms (a gap shorter than a round trip would cut requests in flight)",
+                self.idle_gap_ms
+            ));
+        }
+        if u64::from(self.max_age_ms) + u64::from(self.jitter_ms) >= 1 << 30
+            || self.idle_gap_ms >= 1 << 30
+        {
+            return Err(
+                "recycle: max_age + jitter and idle_gap must stay below 12 days (2^30 ms)".into(),
+            );
+        }
+        if self.max_per_sec == 0 {
+            return Err("recycle.max_per_sec is 0; give at least 1 (or turn recycling off)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Checks a service's recycling policy: valid values, and a TCP service
+/// (a UDP flow has no connection to reset).
+pub fn check_recycle(s: &ServiceSpec) -> Result<(), String> {
+    let Some(r) = &s.recycle else {
+        return Ok(());
+    };
+    if s.protocol != Protocol::Tcp {
+        return Err(
+            "recycle applies to TCP services only (a UDP flow has no connection to reset)".into(),
+        );
+    }
+    r.validate()
 }
 
 fn default_table_size() -> u32 {
@@ -141,6 +216,7 @@ impl ServiceSpec {
             seed: None,
             hash: Default::default(),
             endpoints: Vec::new(),
+            recycle: None,
         }
     }
 

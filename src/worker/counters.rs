@@ -80,6 +80,7 @@ counters! {
     flows_evicted => ("sluice_flows_evicted_total", "", "Flows evicted to make room in a full table (never a live protected one)."),
     flows_expired => ("sluice_flows_expired_total", "", "Flows removed by aging."),
     table_misses => ("sluice_flow_table_misses_total", "", "Mid-flow packets with no flow entry, sent where Maglev says (S4a)."),
+    flows_recycled => ("sluice_flows_recycled_total", "", "Long-lived connections reset both ways at an idle moment by a service's recycling policy (S2)."),
     flows_rescheduled => ("sluice_flows_rescheduled_total", "", "SYNs that reused the tuple of a closed or unusable flow and were scheduled afresh (S3)."),
     handoffs_out => ("sluice_handoffs_total", "direction=\"out\"", "Packets handed to (out) or taken from (in) another worker's ring."),
     handoffs_in => ("sluice_handoffs_total", "direction=\"in\"", "Packets handed to (out) or taken from (in) another worker's ring."),

@@ -253,6 +253,8 @@ fn track(
         created: now,
         last_seen: now,
         client_isn: p.seq,
+        client_next: p.seq_end,
+        backend_next: 0,
     };
     if !admit(&mut w, g, key, hash, entry, now) {
         w.counters.flows_untracked += 1;

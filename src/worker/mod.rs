@@ -13,6 +13,7 @@ mod forward;
 mod icmp;
 mod parse;
 mod query;
+mod recycle;
 mod reply;
 mod verdict;
 
@@ -27,6 +28,7 @@ pub use counters::{CounterInfo, Counters, SharedCounters};
 pub use query::{
     EndpointCounters, EndpointReport, EndpointStat, FlowInfo, Restored, WorkerRequest,
 };
+pub use recycle::{eligible_age_ms, jitter_ms as recycle_jitter_ms};
 pub use verdict::{Answer, AnswerKind, DropReason, Verdict};
 
 use crate::flow::{FlowEntry, FlowId, FlowKey, FlowTable, SavedFlow, Tick, Timeouts};
@@ -186,6 +188,8 @@ pub struct Worker<P: Port> {
     vip_memo: VipMemo,
     /// ICMP errors this worker may still send.
     icmp_limit: answer::TokenBucket,
+    /// Connection recycling (S2) over this worker's flows.
+    recycler: recycle::Recycler,
 }
 
 impl<P: Port> Worker<P> {
@@ -228,12 +232,14 @@ impl<P: Port> Worker<P> {
                 answer::ICMP_ERRORS_PER_SEC,
                 answer::ICMP_ERRORS_BURST,
             ),
+            recycler: recycle::Recycler::default(),
         }
         .with_endpoint_counters()
     }
 
     fn with_endpoint_counters(mut self) -> Self {
         self.ep = vec![EndpointCounters::default(); self.gen.endpoint_count()];
+        self.recycler.configure(&self.gen, self.n_workers);
         self.shared
             .flow_capacity
             .store(self.flows.capacity() as u64, Ordering::Relaxed);
@@ -297,6 +303,8 @@ impl<P: Port> Worker<P> {
                             idle_ms: clamp_age(e.idle_ms(now).max(0) as u32),
                             client_isn: e.client_isn,
                             assured: e.is_assured(),
+                            client_next: e.client_next,
+                            backend_next: e.backend_next,
                         })
                         .collect();
                     let _ = reply.send(v);
@@ -359,6 +367,8 @@ impl<P: Port> Worker<P> {
                 created: now.wrapping_sub(clamp_age(f.age_ms)),
                 last_seen: now.wrapping_sub(clamp_age(f.idle_ms)),
                 client_isn: f.client_isn,
+                client_next: f.client_next,
+                backend_next: f.backend_next,
             };
             let mut ctx = forward::FlowCtx {
                 flows: &mut self.flows,
@@ -398,6 +408,7 @@ impl<P: Port> Worker<P> {
             // acknowledged below, never a rule about timing.
             self.gen = g;
             self.vip_memo.clear();
+            self.recycler.configure(&self.gen, self.n_workers);
             self.shared
                 .generation
                 .store(self.gen.number, Ordering::Release);
@@ -473,6 +484,14 @@ impl<P: Port> Worker<P> {
             self.burst = burst;
         }
         total += self.drain_inbox(now);
+        if self.recycler.on {
+            let budget = if total == 0 {
+                recycle::SCAN_IDLE
+            } else {
+                recycle::SCAN_BUSY
+            };
+            self.recycle_scan(now, budget);
+        }
         self.send_injected();
         self.flush_tx();
         let (g, ep) = (&*self.gen, &mut self.ep);

@@ -28,6 +28,18 @@ pub(crate) struct Parsed {
     /// Raw TCP flags (0 for UDP/ICMP).
     pub flags: u8,
     pub seq: u32,
+    /// TCP: the sequence number after this segment (`seq` plus its data,
+    /// SYN and FIN), what its receiver expects next once it has it.
+    pub seq_end: u32,
+    /// TCP: the acknowledgment number.
+    pub ack: u32,
+}
+
+/// The sequence space a segment occupies: its data, plus one for SYN and
+/// one for FIN.
+#[inline(always)]
+fn seq_len(data: usize, flags: u8) -> u32 {
+    data as u32 + u32::from(flags & tcp_flags::SYN != 0) + u32::from(flags & tcp_flags::FIN != 0)
 }
 
 /// First stage: Ethernet, IPv4 and L4 checks. `Err(None)` means ARP (punt).
@@ -90,6 +102,8 @@ pub(crate) fn parse_common(frame: &[u8]) -> Option<Result<Parsed, Option<DropRea
             }
             p.flags = h[L4 + 13];
             p.seq = u32::from_be_bytes([h[L4 + 4], h[L4 + 5], h[L4 + 6], h[L4 + 7]]);
+            p.seq_end = p.seq.wrapping_add(seq_len(total - 20 - hl, p.flags));
+            p.ack = u32::from_be_bytes([h[L4 + 8], h[L4 + 9], h[L4 + 10], h[L4 + 11]]);
         }
         IPPROTO_UDP => {
             let len = usize::from(be16(L4 + 4));
@@ -148,6 +162,10 @@ fn parse_general(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
             p.dport = t.dst_port();
             p.flags = t.flags().0;
             p.seq = t.seq_number();
+            p.seq_end = p
+                .seq
+                .wrapping_add(seq_len(l4b.len() - t.header_len(), p.flags));
+            p.ack = t.ack_number();
         }
         IPPROTO_UDP => {
             let u = UdpDatagram::new_checked(l4b).map_err(|_| Some(DropReason::MalformedL4))?;

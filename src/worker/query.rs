@@ -115,6 +115,8 @@ pub struct EndpointCounters {
     /// Open flows (not Closed or TimeWait) in the worker's table pinned to
     /// this endpoint now.
     pub active_flows: u64,
+    /// Connections recycled (reset at an idle moment, S2).
+    pub flows_recycled: u64,
 }
 
 impl EndpointCounters {
@@ -125,6 +127,7 @@ impl EndpointCounters {
         self.bytes_out += o.bytes_out;
         self.flows_created += o.flows_created;
         self.active_flows += o.active_flows;
+        self.flows_recycled += o.flows_recycled;
     }
 }
 

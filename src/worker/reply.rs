@@ -9,7 +9,7 @@ use super::parse::Parsed;
 use super::query::endpoint_of;
 use super::verdict::{DropReason, Verdict};
 use super::Worker;
-use crate::flow::{Direction, FlowState, Tick};
+use crate::flow::{advance_seq, tcp_flags, Direction, FlowState, Tick};
 use crate::nat;
 use crate::port::Port;
 use crate::service::VipKey;
@@ -69,6 +69,15 @@ impl<P: Port> Worker<P> {
             let was = e.state;
             e.last_seen = now;
             e.state = if tcp {
+                // What each side expects next, learnt from the backend's
+                // segments alone (the client's are the fast path's, which
+                // must not pay for it): the client next expects the end of
+                // the backend's data, the backend the next byte it has not
+                // acknowledged.
+                advance_seq(&mut e.backend_next, p.seq_end);
+                if p.flags & tcp_flags::ACK != 0 {
+                    advance_seq(&mut e.client_next, p.ack);
+                }
                 e.state.next_tcp(Direction::Reply, p.flags)
             } else {
                 e.state.next_udp(Direction::Reply)

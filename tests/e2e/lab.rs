@@ -6,6 +6,8 @@
 //! (processes, namespaces, files), on success and on panic alike. The
 //! tests run under `tests/harness`: skipped (never passed) on a machine
 //! without root, one at a time across processes.
+// Shared by several end-to-end test files, each using part of it.
+#![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -64,6 +66,11 @@ pub struct Lab {
     flow_snapshot: bool,
     /// `dataplane.flow_capacity`, if not sluice's default.
     pub flow_capacity: Option<usize>,
+    /// Run sluice as this user id with only these capabilities (names like
+    /// "net_raw"), through setpriv, instead of as root.
+    pub run_as: Option<(u32, Vec<String>)>,
+    /// Extra environment for sluice.
+    pub env: Vec<(String, String)>,
     /// Servers and background clients, killed on drop.
     children: Vec<Child>,
 }
@@ -87,6 +94,8 @@ impl Lab {
             sluice: None,
             flow_snapshot: true,
             flow_capacity: None,
+            run_as: None,
+            env: Vec::new(),
             children: Vec::new(),
         };
         let out = Command::new(script("netlab.sh"))
@@ -106,6 +115,16 @@ impl Lab {
 
     pub fn ns(&self, suffix: &str) -> String {
         format!("sl-{}-{}", self.id, suffix)
+    }
+
+    /// The lab's state directory (configuration, socket, logs).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The pid of the running sluice.
+    pub fn sluice_pid(&self) -> Option<u32> {
+        self.sluice.as_ref().map(|c| c.id())
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -232,10 +251,35 @@ impl Lab {
             .append(true)
             .open(self.dir.join("sluice.log"))
             .expect("open sluice.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("lb"), SBIN, "run", "--config"])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns("lb")]);
+        if let Some((uid, caps)) = &self.run_as {
+            // The socket (and the flow snapshot beside it) go in the lab's
+            // directory: the user must own it.
+            let _ = Command::new("chown")
+                .arg(format!("{uid}:{uid}"))
+                .arg(&self.dir)
+                .status();
+            let set = std::iter::once("-all".to_string())
+                .chain(caps.iter().map(|c| format!("+{c}")))
+                .collect::<Vec<_>>()
+                .join(",");
+            cmd.args([
+                "setpriv",
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+            ])
+            .args(["--clear-groups", &format!("--inh-caps={set}")])
+            .args([
+                &format!("--ambient-caps={set}"),
+                &format!("--bounding-set={set}"),
+            ]);
+        }
+        let child = cmd
+            .args([SBIN, "run", "--config"])
             .arg(self.config_path())
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()

@@ -702,6 +702,18 @@ impl<B: Send + 'static> Loop<B> {
                 }
             },
             Request::Generation => Ok(Outcome::Generation),
+            Request::Status => {
+                let generation = self.dp.current().number;
+                let gauges = self.dp.gauges();
+                let workers_ready = gauges.iter().filter(|w| w.generation >= generation).count();
+                Ok(Outcome::Status(super::protocol::Status {
+                    ready: workers_ready == gauges.len(),
+                    generation,
+                    workers: gauges.len() as u32,
+                    workers_ready: workers_ready as u32,
+                    services: self.store.services().count(),
+                }))
+            }
             _ => Err(ErrorBody::new(
                 ErrorKind::Invalid,
                 "a change reached the query path",

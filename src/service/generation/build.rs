@@ -316,6 +316,7 @@ impl Generation {
             endpoints: first..first + n as u32,
             block,
             spec: Some(spec.clone()),
+            recycle: spec.recycle,
         });
         Ok(())
     }

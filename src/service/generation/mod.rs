@@ -141,6 +141,8 @@ pub struct ServiceRt {
     block: Range<u32>,
     /// The spec it was compiled from (to tell whether a rebuild may reuse it).
     spec: Option<Arc<ServiceSpec>>,
+    /// Recycling of long-lived connections (S2), if the service asks for it.
+    pub recycle: Option<crate::service::RecyclePolicy>,
 }
 
 #[inline]
@@ -168,6 +170,7 @@ impl ServiceRt {
             endpoints: block.start..block.start,
             block,
             spec: None,
+            recycle: None,
         }
     }
 
