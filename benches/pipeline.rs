@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice::bench::{bench_generation, BenchTraffic};
+use sluice::bench::{bench_generation, BenchConfig, BenchTraffic};
 use sluice::port::mem::GenPort;
 use sluice::worker::{Plumbing, SharedCounters, Worker, WorkerConfig, BATCH};
 
@@ -15,17 +15,25 @@ fn worker(flows: usize, new_ratio: f64, mac_swap_only: bool) -> Worker<GenPort<B
     let mut cfg = WorkerConfig::new(0, 1);
     cfg.flow_capacity = (flows * 2).max(1 << 16);
     cfg.mac_swap_only = mac_swap_only;
+    let mix = BenchConfig {
+        flows,
+        new_ratio,
+        ..BenchConfig::default()
+    };
+    let gen = Arc::new(bench_generation(1, 16));
+    let mut traffic = BenchTraffic::new(0, &mix, gen.clone());
+    let warm = traffic.warm_frames();
     let mut w = Worker::new(
         cfg,
-        vec![GenPort::new(BenchTraffic::new(0, 1, flows, new_ratio))],
-        Arc::new(bench_generation(16)),
+        vec![GenPort::new(traffic)],
+        gen,
         rx,
         Arc::new(SharedCounters::default()),
         Plumbing::new(1, 64),
         Instant::now(),
     );
-    // Warm-up: the generator opens every flow first.
-    while w.counters().rx_packets < flows as u64 {
+    // Warm-up: the generator opens every flow first (full handshakes).
+    while w.counters().rx_packets < warm {
         w.poll_once();
     }
     w

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per packet of the data path, counted by callgrind: repeatable
 # on noisy machines, unlike wall time.
-#   scripts/callgrind.sh [flows=10000] [new_ratio=0]
+#   scripts/callgrind.sh [flows=10000] [new_ratio=0] [MORE BENCH ARGS...]
+# e.g. scripts/callgrind.sh 1000000 0 --reply-ratio 0 --services 8 --cold
 # Runs `sluice bench --packets N` (one worker on the calling thread, no
 # timing) under callgrind for two packet counts; the difference of the totals
 # divided by the difference of the counts is the cost per packet, free of
@@ -11,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOWS=${1:-10000}
 RATIO=${2:-0}
+shift $(( $# > 2 ? 2 : $# ))
+EXTRA=("$@")
 N1=${N1:-100000}
 N2=${N2:-300000}
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
@@ -19,7 +22,7 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 total() { # total Ir of a callgrind run
   valgrind --tool=callgrind --callgrind-out-file="$OUT/$1.out" \
-    target/release/sluice bench --flows "$FLOWS" --new-ratio "$RATIO" --packets "$2" $3 >/dev/null 2>"$OUT/$1.log"
+    target/release/sluice bench --flows "$FLOWS" --new-ratio "$RATIO" "${EXTRA[@]}" --packets "$2" $3 >/dev/null 2>"$OUT/$1.log"
   grep -E '^(summary|totals):' "$OUT/$1.out" | head -1 | awk '{print $2}'
 }
 L1=$(total lb1 $N1 ""); L2=$(total lb2 $N2 "")

@@ -50,6 +50,22 @@ enum Cmd {
         /// Flow-table capacity per worker (default: twice its flows).
         #[arg(long)]
         flow_capacity: Option<usize>,
+        /// Share of established-flow packets that are backend -> client
+        /// replies (0..=1).
+        #[arg(long, default_value_t = 0.5)]
+        reply_ratio: f64,
+        /// VIPs (services), each with --backends endpoints.
+        #[arg(long, default_value_t = 1)]
+        services: usize,
+        /// Which worker's port receives a frame: "owner" (RSS on the
+        /// client-side address and port, as sluice programs it) or "tuple"
+        /// (a hash of the frame's own tuple; mismatches are handed over).
+        #[arg(long, default_value = "owner", value_parser = parse_spread)]
+        spread: sluice::bench::Spread,
+        /// Frames written a ring of 32,768 ahead (headers from the LLC, as
+        /// after DMA), not just before they are read.
+        #[arg(long)]
+        cold: bool,
         /// Print one JSON line instead of a table.
         #[arg(long)]
         json: bool,
@@ -309,6 +325,14 @@ fn parse_endpoint(s: &str) -> Result<EndpointSpec, String> {
     Ok(EndpointSpec::new(*a.ip(), a.port())
         .weight(weight)
         .state(state))
+}
+
+fn parse_spread(s: &str) -> Result<sluice::bench::Spread, String> {
+    match s {
+        "owner" => Ok(sluice::bench::Spread::Owner),
+        "tuple" => Ok(sluice::bench::Spread::Tuple),
+        _ => Err(format!("{s:?}: spread must be owner or tuple")),
+    }
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -632,10 +656,22 @@ fn main() -> std::process::ExitCode {
             seconds,
             backends,
             flow_capacity,
+            reply_ratio,
+            services,
+            spread,
+            cold,
             json,
             packets,
             baseline,
         } => {
+            if !(0.0..=1.0).contains(&reply_ratio) {
+                eprintln!("error: --reply-ratio must be between 0 and 1, got {reply_ratio}");
+                return std::process::ExitCode::from(2);
+            }
+            if services == 0 || services > 1000 {
+                eprintln!("error: --services must be 1 to 1000");
+                return std::process::ExitCode::from(2);
+            }
             if !(0.0..=1.0).contains(&new_ratio) {
                 eprintln!("error: --new-ratio must be between 0 and 1, got {new_ratio}");
                 return std::process::ExitCode::from(2);
@@ -649,19 +685,23 @@ fn main() -> std::process::ExitCode {
                 eprintln!("error: --backends is at most 60000");
                 return std::process::ExitCode::from(2);
             }
-            if let Some(n) = packets {
-                let c = sluice::bench::run_counted(flows, new_ratio, n, baseline);
-                println!("{}", serde_json::to_string(&c).expect("counters serialise"));
-                return std::process::ExitCode::SUCCESS;
-            }
             let cfg = sluice::bench::BenchConfig {
                 flows,
                 new_ratio,
+                reply_ratio,
+                services,
                 workers,
                 seconds,
                 backends,
                 flow_capacity,
+                spread,
+                cold,
             };
+            if let Some(n) = packets {
+                let c = sluice::bench::run_counted(&cfg, n, baseline);
+                println!("{}", serde_json::to_string(&c).expect("counters serialise"));
+                return std::process::ExitCode::SUCCESS;
+            }
             let r = sluice::bench::run(&cfg);
             if json {
                 println!("{}", serde_json::to_string(&r).expect("report serialises"));

@@ -164,6 +164,15 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
     let w = cfg.workers as u32;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let per_worker = cfg.flows.div_ceil(cfg.workers.max(1));
+    // Client -> VIP traffic to the first service (198.18.0.100:80), no
+    // replies: background load for the workers while changes arrive.
+    let traffic = crate::bench::BenchConfig {
+        flows: per_worker * cfg.workers.max(1),
+        reply_ratio: 0.0,
+        workers: cfg.workers.max(1),
+        ..crate::bench::BenchConfig::default()
+    };
+    let traffic_gen = Arc::new(crate::bench::bench_generation(1, 1));
     let workers = (0..w)
         .map(|i| {
             let mut wc = WorkerConfig::new(i, w);
@@ -171,7 +180,11 @@ pub fn run(cfg: &ControlBenchConfig) -> Result<ControlBenchReport, String> {
             wc.flow_capacity = (per_worker * 2).max(1 << 16);
             (
                 wc,
-                vec![GenPort::new(BenchTraffic::new(i, w, per_worker, 0.0))],
+                vec![GenPort::new(BenchTraffic::new(
+                    i,
+                    &traffic,
+                    traffic_gen.clone(),
+                ))],
             )
         })
         .collect();

@@ -13,7 +13,7 @@
 //! - The slab gives flows stable ids ([`FlowId`]) and lets aging and eviction walk slab
 //!   positions with a clock hand: bounded work per call, no iteration over the hash table, and
 //!   no stop-the-world sweep.
-//! - A slot is 52 bytes (key 16 + entry 36), within a cache line. Free slots are an enum variant whose tag lives in
+//! - A slot is 56 bytes (key 16 + entry 40), within a cache line. Free slots are an enum variant whose tag lives in
 //!   the unused values of [`FlowState`] (a niche), so "occupied" costs no extra byte, and the
 //!   free list is threaded through the free slots themselves.
 
@@ -55,6 +55,10 @@ pub struct FlowEntry {
     /// The sequence number the client expects next from the backend: the
     /// end of the backend's furthest segment.
     pub backend_next: u32,
+    /// The client's next hop (`Generation::route_hop`), learnt by a reply
+    /// and valid while `generation` is current: replies on the fast path
+    /// leave through it without a route scan. `NO_HOP` until known.
+    pub client_hop: u32,
 }
 
 /// Moves `next` forward to `end` if `end` is later in sequence space (a
@@ -67,7 +71,7 @@ pub fn advance_seq(next: &mut u32, end: u32) {
 }
 
 // Key and entry stay within one 64-byte cache line.
-const _: () = assert!(core::mem::size_of::<FlowEntry>() <= 36);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() <= 40);
 
 impl FlowEntry {
     /// `flags` bit: the flow is protected from eviction (conntrack's
@@ -111,6 +115,7 @@ impl FlowEntry {
             client_isn: 0,
             client_next: 0,
             backend_next: 0,
+            client_hop: crate::service::NO_HOP,
         }
     }
 
@@ -296,9 +301,9 @@ impl<K: TableKey> FlowTable<K> {
         key.table_hash(self.seed)
     }
 
-    /// The live flow with this key, if any.
+    /// The live flow with this key, if any, through hashbrown alone.
     #[inline]
-    pub fn lookup(&self, key: &K, hash: u64) -> Option<FlowId> {
+    fn lookup_index(&self, key: &K, hash: u64) -> Option<FlowId> {
         self.index.find(hash, |&id| self.holds(id, key)).copied()
     }
 
@@ -309,13 +314,14 @@ impl<K: TableKey> FlowTable<K> {
         matches!(self.slots.get(id as usize), Some(Slot::Used { key: k, .. }) if k == key)
     }
 
-    /// [`lookup`](Self::lookup) through the hint array first: one load and
-    /// one key comparison when the hint is right (nearly always while the
-    /// table is below capacity), hashbrown only when it is not.
+    /// The live flow with this key, if any: through the hint array first
+    /// (one load and one key comparison when the hint is right, nearly
+    /// always while the table is below capacity), hashbrown only when it is
+    /// not.
     #[inline(always)]
-    pub fn lookup_hinted(&self, key: &K, hash: u64) -> Option<FlowId> {
+    pub fn lookup(&self, key: &K, hash: u64) -> Option<FlowId> {
         self.hint_probe(key, hash)
-            .or_else(|| self.lookup(key, hash))
+            .or_else(|| self.lookup_index(key, hash))
     }
 
     /// The hinted slot for `hash` if it holds `key`; `None` says nothing
@@ -345,7 +351,7 @@ impl<K: TableKey> FlowTable<K> {
         // Loop 3: the rest through hashbrown.
         for i in 0..n {
             if out[i].is_none() {
-                out[i] = self.lookup(&keys[i], hashes[i]);
+                out[i] = self.lookup_index(&keys[i], hashes[i]);
             }
         }
     }
@@ -712,8 +718,8 @@ mod tests {
 
     #[test]
     fn slot_and_entry_are_small() {
-        assert_eq!(FlowTable::<FlowKey>::slot_bytes(), 52);
-        assert_eq!(core::mem::size_of::<FlowEntry>(), 36);
+        assert_eq!(FlowTable::<FlowKey>::slot_bytes(), 56);
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 40);
     }
 
     #[test]

@@ -146,39 +146,68 @@ pub fn dnat_common(
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) -> bool {
-    const TTL: usize = 22;
-    const IP_CSUM: usize = 24;
-    const DST: usize = 30;
-    const DPORT: usize = 36;
+    rewrite_common::<true>(frame, backend, backend_port, src_mac, dst_mac)
+}
+
+/// [`reverse_dnat`] for the fast path's frames (see [`dnat_common`]).
+#[inline(always)]
+pub fn reverse_dnat_common(
+    frame: &mut [u8],
+    vip: u32,
+    vip_port: u16,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+) -> bool {
+    rewrite_common::<false>(frame, vip, vip_port, src_mac, dst_mac)
+}
+
+/// The fixed-layout rewrite of the destination (`DST`) or source address
+/// and port, TTL, both checksums (RFC 1624) and the Ethernet addresses.
+#[inline(always)]
+fn rewrite_common<const DST: bool>(
+    frame: &mut [u8],
+    addr: u32,
+    port: u16,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+) -> bool {
+    use crate::wire::fixed::{
+        IP_CSUM, IP_DST, IP_SRC, L4, L4_DPORT, L4_SPORT, TCP_CSUM, TTL, UDP_CSUM,
+    };
+    let (a_off, p_off) = if DST {
+        (IP_DST, L4 + L4_DPORT)
+    } else {
+        (IP_SRC, L4 + L4_SPORT)
+    };
     let Some(h) = frame.get_mut(..54) else {
         return false;
     };
     let Ok(h): Result<&mut [u8; 54], _> = h.try_into() else {
         return false;
     };
-    let l4_csum = match h[23] {
-        IPPROTO_TCP => 50,
-        IPPROTO_UDP => 40,
+    let l4_csum = match h[TTL + 1] {
+        IPPROTO_TCP => L4 + TCP_CSUM,
+        IPPROTO_UDP => L4 + UDP_CSUM,
         _ => return false,
     };
     let rd16 = |h: &[u8; 54], i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
-    let old_addr = u32::from_be_bytes([h[DST], h[DST + 1], h[DST + 2], h[DST + 3]]);
+    let old_addr = u32::from_be_bytes([h[a_off], h[a_off + 1], h[a_off + 2], h[a_off + 3]]);
     let (ttl, proto) = (h[TTL], h[TTL + 1]);
     let new_ttl = ttl.saturating_sub(1);
-    let addr_delta = checksum::delta_u32(old_addr, backend);
+    let addr_delta = checksum::delta_u32(old_addr, addr);
     let ip_delta = addr_delta
         + checksum::delta_u16(
             u16::from_be_bytes([ttl, proto]),
             u16::from_be_bytes([new_ttl, proto]),
         );
     let ip_csum = checksum::apply_delta(rd16(h, IP_CSUM), ip_delta);
-    let old_port = rd16(h, DPORT);
+    let old_port = rd16(h, p_off);
     let l4 = rd16(h, l4_csum);
     // UDP checksum zero means "none" (RFC 768); a computed zero goes as 0xffff.
     let l4 = if proto == IPPROTO_UDP && l4 == 0 {
         0
     } else {
-        let n = checksum::apply_delta(l4, addr_delta + checksum::delta_u16(old_port, backend_port));
+        let n = checksum::apply_delta(l4, addr_delta + checksum::delta_u16(old_port, port));
         if proto == IPPROTO_UDP && n == 0 {
             0xffff
         } else {
@@ -189,8 +218,8 @@ pub fn dnat_common(
     h[6..12].copy_from_slice(&src_mac.0);
     h[TTL] = new_ttl;
     h[IP_CSUM..IP_CSUM + 2].copy_from_slice(&ip_csum.to_be_bytes());
-    h[DST..DST + 4].copy_from_slice(&backend.to_be_bytes());
-    h[DPORT..DPORT + 2].copy_from_slice(&backend_port.to_be_bytes());
+    h[a_off..a_off + 4].copy_from_slice(&addr.to_be_bytes());
+    h[p_off..p_off + 2].copy_from_slice(&port.to_be_bytes());
     h[l4_csum..l4_csum + 2].copy_from_slice(&l4.to_be_bytes());
     true
 }
@@ -206,6 +235,10 @@ pub fn reverse_dnat(
     src_mac: MacAddr,
     dst_mac: MacAddr,
 ) {
+    let common = o.l3 == 14 && o.l4 == 34;
+    if common && reverse_dnat_common(frame, u32::from(vip), vip_port, src_mac, dst_mac) {
+        return;
+    }
     rewrite_addr_port(frame, o, false, vip, vip_port);
     set_l2(frame, src_mac, dst_mac);
 }
@@ -284,6 +317,36 @@ mod tests {
             rewrite_addr_port(&mut general, o, true, Ipv4Addr::from(backend), port);
             set_l2(&mut general, MacAddr(src), MacAddr(dst));
             prop_assert!(dnat_common(&mut frame, backend, port, MacAddr(src), MacAddr(dst)));
+            prop_assert_eq!(frame, general);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        /// The reply fast path's rewrite is the general one, byte for byte.
+        #[test]
+        fn reverse_dnat_common_writes_what_the_general_rewrite_writes(
+            mut frame in proptest::collection::vec(any::<u8>(), 54..90),
+            udp in any::<bool>(),
+            zero_udp_csum in any::<bool>(),
+            vip in any::<u32>(),
+            port in any::<u16>(),
+            src in any::<[u8; 6]>(),
+            dst in any::<[u8; 6]>(),
+        ) {
+            frame[12] = 0x08;
+            frame[13] = 0x00;
+            frame[14] = 0x45;
+            frame[23] = if udp { IPPROTO_UDP } else { IPPROTO_TCP };
+            if udp && zero_udp_csum {
+                frame[40] = 0;
+                frame[41] = 0;
+            }
+            let o = Offsets { l3: 14, l4: 34, end: frame.len() as u16, proto: frame[23] };
+            let mut general = frame.clone();
+            rewrite_addr_port(&mut general, o, false, Ipv4Addr::from(vip), port);
+            set_l2(&mut general, MacAddr(src), MacAddr(dst));
+            prop_assert!(reverse_dnat_common(&mut frame, vip, port, MacAddr(src), MacAddr(dst)));
             prop_assert_eq!(frame, general);
         }
     }

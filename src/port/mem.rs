@@ -267,16 +267,54 @@ pub trait FrameSource: Send {
 pub struct GenPort<S> {
     source: S,
     pool: Pool,
+    /// Cold mode: frames written ahead, received oldest first.
+    ahead: Option<std::collections::VecDeque<MemBuf>>,
     stats: PortStats,
 }
 
 impl<S: FrameSource> GenPort<S> {
-    /// A generator port with a pool of buffers preallocated.
+    /// A generator port with a pool of buffers preallocated. Frames are
+    /// written just before they are received, into a small LIFO pool: their
+    /// headers are in L1 when the worker reads them.
     pub fn new(source: S) -> GenPort<S> {
         GenPort {
             source,
             pool: Pool::with_buffers(256),
+            ahead: None,
             stats: PortStats::default(),
+        }
+    }
+
+    /// A generator port whose frames are written `frames` receptions ahead
+    /// (a FIFO ring of buffers, each rewritten as soon as it comes back),
+    /// so a frame's header has left the inner caches by the time the
+    /// worker reads it, as after a NIC's DMA into the last-level cache.
+    pub fn cold(mut source: S, frames: usize) -> GenPort<S> {
+        let ahead = (0..frames.max(1))
+            .map(|_| {
+                let mut b = MemBuf::new();
+                source.next_frame(&mut b);
+                b
+            })
+            .collect();
+        GenPort {
+            source,
+            pool: Pool::with_buffers(0),
+            ahead: Some(ahead),
+            stats: PortStats::default(),
+        }
+    }
+
+    /// A buffer back from the worker: in cold mode it is written with a
+    /// future frame at once and queued behind the others.
+    #[inline]
+    fn recycle(&mut self, mut b: MemBuf) {
+        match &mut self.ahead {
+            Some(q) => {
+                self.source.next_frame(&mut b);
+                q.push_back(b);
+            }
+            None => self.pool.put(b),
         }
     }
 }
@@ -287,8 +325,17 @@ impl<S: FrameSource> Port for GenPort<S> {
     #[inline]
     fn rx_burst(&mut self, out: &mut Vec<MemBuf>, max: usize) -> usize {
         for _ in 0..max {
-            let mut b = self.pool.get();
-            self.source.next_frame(&mut b);
+            // Cold: the oldest frame written ahead; when buffers have
+            // migrated to other workers (handoffs) and the ring runs dry,
+            // a frame written now.
+            let b = match self.ahead.as_mut().and_then(|q| q.pop_front()) {
+                Some(b) => b,
+                None => {
+                    let mut b = self.pool.get();
+                    self.source.next_frame(&mut b);
+                    b
+                }
+            };
             self.stats.rx_bytes += b.len() as u64;
             out.push(b);
         }
@@ -301,7 +348,7 @@ impl<S: FrameSource> Port for GenPort<S> {
         let n = bufs.len();
         for b in bufs.drain(..) {
             self.stats.tx_bytes += b.len() as u64;
-            self.pool.put(b);
+            self.recycle(b);
         }
         self.stats.tx_packets += n as u64;
         n
@@ -312,7 +359,7 @@ impl<S: FrameSource> Port for GenPort<S> {
     }
 
     fn free(&mut self, buf: MemBuf) {
-        self.pool.put(buf);
+        self.recycle(buf);
     }
 
     fn stats(&self) -> PortStats {

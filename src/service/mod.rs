@@ -11,7 +11,7 @@ mod route;
 use std::net::Ipv4Addr;
 
 pub use generation::{BackendRef, EndpointRt, Generation, GenerationError, ServiceRt, VipKey};
-pub use route::{Hop, LinkSpec, RouteSpec, Topology};
+pub use route::{Hop, LinkSpec, RouteSpec, Topology, NO_HOP};
 
 use crate::maglev::DEFAULT_TABLE_SIZE;
 

@@ -53,8 +53,17 @@ pub struct Hop {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RouteTable {
     entries: Vec<RouteEntry>,
-    neighbors: HashMap<u32, MacAddr, FastBuildHasher>,
+    /// Next hop address -> its index in `hops`.
+    neighbors: HashMap<u32, u32, FastBuildHasher>,
+    /// Every resolved next hop: the port it is on and its MAC. A flow keeps
+    /// its client's hop index (valid while the flow's generation is
+    /// current), so a reply on the fast path reaches its client's next hop
+    /// without a route scan or a neighbor probe.
+    hops: Vec<(u16, MacAddr)>,
 }
+
+/// A hop index that names no hop.
+pub const NO_HOP: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug)]
 struct RouteEntry {
@@ -158,12 +167,24 @@ impl RouteTable {
         // Stable sort: among equal lengths, connected subnets (listed first)
         // win over static routes.
         entries.sort_by_key(|e| std::cmp::Reverse(e.len));
-        let neighbors = topo
-            .neighbors
-            .iter()
-            .map(|&(a, m)| (u32::from(a), m))
-            .collect();
-        Ok(RouteTable { entries, neighbors })
+        let mut neighbors = HashMap::default();
+        let mut hops = Vec::new();
+        for &(a, m) in &topo.neighbors {
+            // A neighbor on no connected subnet can be no one's next hop.
+            let Some(port) = connected_port(a) else {
+                continue;
+            };
+            if neighbors.contains_key(&u32::from(a)) {
+                continue;
+            }
+            neighbors.insert(u32::from(a), hops.len() as u32);
+            hops.push((port, m));
+        }
+        Ok(RouteTable {
+            entries,
+            neighbors,
+            hops,
+        })
     }
 
     /// Longest-prefix match.
@@ -182,11 +203,24 @@ impl RouteTable {
     /// route matches, `Err(Some(hop))` when the next hop's MAC is unknown.
     #[inline]
     pub(crate) fn resolve(&self, dst: u32) -> Result<(u16, MacAddr), Option<Hop>> {
+        let i = self.resolve_hop(dst)?;
+        self.hop(i).ok_or(None)
+    }
+
+    /// [`RouteTable::resolve`] as a hop index (see `hops`).
+    #[inline]
+    pub(crate) fn resolve_hop(&self, dst: u32) -> Result<u32, Option<Hop>> {
         let hop = self.lookup(dst).ok_or(None)?;
         match self.neighbors.get(&hop.next_hop) {
-            Some(&mac) => Ok((hop.port, mac)),
+            Some(&i) => Ok(i),
             None => Err(Some(hop)),
         }
+    }
+
+    /// The port and MAC of hop `i`.
+    #[inline(always)]
+    pub(crate) fn hop(&self, i: u32) -> Option<(u16, MacAddr)> {
+        self.hops.get(i as usize).copied()
     }
 }
 

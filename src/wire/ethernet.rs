@@ -11,7 +11,7 @@ pub const ETHERTYPE_VLAN: u16 = 0x8100;
 /// IPv6 payload (recognised so it can be counted, not parsed yet).
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 
-mod field {
+pub(crate) mod field {
     use core::ops::Range;
     pub const DST: Range<usize> = 0..6;
     pub const SRC: Range<usize> = 6..12;

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use super::checksum;
 use super::{read_ipv4, read_u16, write_ipv4, write_u16, WireError};
 
-mod field {
+pub(crate) mod field {
     pub const VER_IHL: usize = 0;
     pub const DSCP_ECN: usize = 1;
     pub const TOTAL_LEN: usize = 2;

@@ -22,6 +22,7 @@ use core::str::FromStr;
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod fixed;
 pub mod icmp;
 pub mod ipv4;
 pub mod tcp;

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use super::checksum;
 use super::{read_u16, read_u32, write_u16, write_u32, WireError, IPPROTO_TCP};
 
-mod field {
+pub(crate) mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const SEQ: usize = 4;

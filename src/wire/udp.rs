@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use super::checksum;
 use super::{read_u16, write_u16, WireError, IPPROTO_UDP};
 
-mod field {
+pub(crate) mod field {
     pub const SRC_PORT: usize = 0;
     pub const DST_PORT: usize = 2;
     pub const LENGTH: usize = 4;

@@ -1,105 +1,23 @@
-//! Client -> VIP: the fast path for mid-flow packets of known flows, and the
-//! general path that acts on [`decide`] for everything else (new flows,
-//! rescheduled SYNs, mid-flow pickups, gone backends).
+//! Client -> VIP on the general path: acts on [`decide`] for everything
+//! the fast path (`fast.rs`) leaves (new flows, rescheduled SYNs, mid-flow
+//! pickups, gone backends, generation changes).
 
 use std::net::Ipv4Addr;
 
 use super::decide::{decide, Decision, Facts};
-use super::parse::{is_syn, parse_common, Lookup, Parsed};
+use super::parse::{Lookup, Parsed};
 use super::query::{endpoint_of, EndpointCounters};
 use super::verdict::{Answer, AnswerKind, DropReason, Verdict};
 use super::Counters;
 use super::Worker;
 use crate::flow::{Direction, FlowEntry, FlowKey, FlowState, FlowTable, Tick};
-use crate::hash::owner_worker;
 use crate::nat;
 use crate::port::Port;
-use crate::service::{Generation, VipKey};
+use crate::service::Generation;
 use crate::wire::icmp;
 use crate::wire::IPPROTO_TCP;
 
 impl<P: Port> Worker<P> {
-    /// The common case in one pass: a mid-flow TCP or UDP packet of a flow
-    /// this worker already tracks, pinned under the current generation to a
-    /// backend that still carries flows and has a resolved next hop. It is
-    /// rewritten in place and its egress port returned. `None` means "not the common case" and
-    /// nothing was changed: the general path ([`Worker::forward`] and
-    /// friends) takes the packet and decides everything again (this path is
-    /// [`decide`]'s `Keep` case, unrolled), so it only ever agrees with it,
-    /// faster.
-    #[inline(always)]
-    pub(super) fn fast_forward(
-        &mut self,
-        frame: &mut [u8],
-        now: Tick,
-        handed: bool,
-        pre: super::PreLookup,
-    ) -> Option<u16> {
-        let Some(Ok(p)) = parse_common(frame) else {
-            return None;
-        };
-        let tcp = p.o.proto == IPPROTO_TCP;
-        // TTL expiry and SYNs (S3 rescheduling) are the general path's.
-        if p.ttl <= 1 || (tcp && is_syn(p.flags)) {
-            return None;
-        }
-        let g = &*self.gen;
-        let vip = VipKey {
-            addr: p.dst,
-            port: p.dport,
-            proto: p.o.proto,
-        };
-        let svc = self.vip_memo.service(g, &vip)?;
-        if !handed && owner_worker(p.src, p.sport, self.n_workers) != self.id {
-            return None;
-        }
-        let (_, id) = self.find_flow(&p, pre);
-        let id = id?;
-        let e = self.flows.entry_mut(id);
-        // An entry pinned under an older generation is re-resolved by
-        // identity on the general path (its endpoint index may have moved).
-        if e.generation != g.number as u32 {
-            return None;
-        }
-        let ep = g.endpoint(e.endpoint);
-        if !ep.state.carries_flows() || ep.service != svc {
-            return None;
-        }
-        let (port, mac) = ep.egress?;
-        let link = g.link(port)?;
-        if usize::from(port) >= self.tx.len() {
-            return None;
-        }
-        let state = if tcp {
-            e.state.next_tcp(Direction::Original, p.flags)
-        } else {
-            e.state.next_udp(Direction::Original)
-        };
-        // A flow closing (or reopening) changes its backend's open-flow
-        // count, and a handshake completing (the client's ACK after the
-        // backend's SYN-ACK) makes it assured: the general path does that
-        // bookkeeping.
-        if state.is_closed() != e.state.is_closed()
-            || (e.state == FlowState::SynRecv && state == FlowState::Established)
-        {
-            return None;
-        }
-        e.last_seen = now;
-        e.state = state;
-        if let Some(c) = self.ep.get_mut(e.endpoint as usize) {
-            c.packets_in += 1;
-            c.bytes_in += frame.len() as u64;
-        }
-        // parse_common accepted the frame, so it has the fixed layout.
-        let rewritten = nat::dnat_common(frame, ep.addr, ep.port, link.mac, mac);
-        debug_assert!(
-            rewritten,
-            "parse_common accepted a frame dnat_common refuses"
-        );
-        self.counters.forwarded += 1;
-        Some(port)
-    }
-
     /// Client -> VIP on the general path: [`decide`], then act on it.
     #[inline]
     pub(crate) fn forward(
@@ -139,6 +57,10 @@ impl<P: Port> Worker<P> {
                 if let Some(id) = id {
                     let e = self.flows.entry_mut(id);
                     let was = e.state;
+                    if e.generation != g.number as u32 {
+                        // Hop indices are the old generation's.
+                        e.client_hop = crate::service::NO_HOP;
+                    }
                     e.endpoint = endpoint;
                     e.generation = g.number as u32;
                     e.last_seen = now;
@@ -253,8 +175,9 @@ fn track(
         created: now,
         last_seen: now,
         client_isn: p.seq,
-        client_next: p.seq_end,
+        client_next: p.seq_end(),
         backend_next: 0,
+        client_hop: crate::service::NO_HOP,
     };
     if !admit(&mut w, g, key, hash, entry, now) {
         w.counters.flows_untracked += 1;

@@ -9,6 +9,7 @@
 mod answer;
 mod counters;
 pub mod decide;
+mod fast;
 mod forward;
 mod icmp;
 mod parse;
@@ -36,13 +37,13 @@ use crate::hash::owner_worker;
 use crate::port::{PacketBuf, Port};
 use crate::service::Generation;
 use crate::wire::ethernet::EthernetFrame;
-use parse::{classify, parse, Class, Lookup, Parsed, VipMemo};
+use parse::{classify, parse, Class, Lookup, Parsed, ServiceMemo};
 
 /// Packets per burst.
 pub const BATCH: usize = 32;
 
 /// Flow tables at least this large (their slab alone is several MiB, past
-/// the L2 cache) look a burst up in one batch through the hint array, whose
+/// the L2 cache) look a burst up in one batch through the home slots, whose
 /// overlapping cache misses pay for its extra instructions; smaller tables
 /// stay in cache and are cheaper looked up one packet at a time.
 const BATCHED_LOOKUP_MIN_FLOWS: usize = 1 << 17;
@@ -153,11 +154,14 @@ enum Stage {
 /// What a batched burst's first pass found for one packet.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct PreLookup {
-    /// The forward flow hash, if the frame parsed on the fast path; `None`
-    /// leaves the lookup to the second pass.
+    /// The flow's hash, if the frame parsed on the fast path and a memo
+    /// told its direction; `None` leaves the lookup to the second pass.
     pub(crate) hash: Option<u64>,
     /// With a hash: the flow's slot, or `None` if it has none.
     pub(crate) id: Option<FlowId>,
+    /// The key looked up was the reply key (backend -> client), not the
+    /// forward one.
+    pub(crate) reply: bool,
 }
 
 /// One pinned worker.
@@ -185,7 +189,7 @@ pub struct Worker<P: Port> {
     /// Spare vector for remapping `ep` at a generation switch.
     ep_spare: Vec<EndpointCounters>,
     requests: Option<Receiver<WorkerRequest>>,
-    vip_memo: VipMemo,
+    memo: ServiceMemo,
     /// ICMP errors this worker may still send.
     icmp_limit: answer::TokenBucket,
     /// Connection recycling (S2) over this worker's flows.
@@ -227,7 +231,7 @@ impl<P: Port> Worker<P> {
             ep: Vec::new(),
             ep_spare: Vec::new(),
             requests: None,
-            vip_memo: VipMemo::new(),
+            memo: ServiceMemo::new(),
             icmp_limit: answer::TokenBucket::new(
                 answer::ICMP_ERRORS_PER_SEC,
                 answer::ICMP_ERRORS_BURST,
@@ -369,6 +373,7 @@ impl<P: Port> Worker<P> {
                 client_isn: f.client_isn,
                 client_next: f.client_next,
                 backend_next: f.backend_next,
+                client_hop: crate::service::NO_HOP,
             };
             let mut ctx = forward::FlowCtx {
                 flows: &mut self.flows,
@@ -407,7 +412,7 @@ impl<P: Port> Worker<P> {
             // or the control thread) drops it: publication is the Arc swap,
             // acknowledged below, never a rule about timing.
             self.gen = g;
-            self.vip_memo.clear();
+            self.memo.clear();
             self.recycler.configure(&self.gen, self.n_workers);
             self.shared
                 .generation
@@ -576,7 +581,7 @@ impl<P: Port> Worker<P> {
                 Some(p) if batched && self.mutations == mutations => *p,
                 _ => PreLookup::default(),
             };
-            match self.fast_forward(b.data_mut(), now, handed, pre) {
+            match self.fast_path(b.data_mut(), now, handed, pre) {
                 Some(port) => self.tx[usize::from(port)].push(b),
                 None => self.general(b, now, handed, pre),
             }
@@ -584,22 +589,43 @@ impl<P: Port> Worker<P> {
     }
 
     /// First pass of a batched burst: every fast-path packet's flow hash and
-    /// flow, looked up together ([`FlowTable::lookup_batch`]: all hints,
-    /// then all hinted slots, then hashbrown for the rest, each a loop of
-    /// independent loads) so the burst's cache misses overlap.
+    /// flow, looked up together ([`FlowTable::lookup_batch`]: all home
+    /// slots, then hashbrown for the flows away from home, each a loop of
+    /// independent loads) so the burst's cache misses overlap. A packet's
+    /// direction comes from the memos alone (a packet they do not know is
+    /// left to the second pass).
     #[inline]
     fn pre_lookup(&self, burst: &[P::Buf], pre: &mut [PreLookup; BATCH]) {
         let mut keys = [FlowKey::default(); BATCH];
         let mut hashes = [0u64; BATCH];
         let mut at = [0u8; BATCH];
+        let mut reply = [false; BATCH];
         let mut n = 0;
         for (i, b) in burst.iter().enumerate().take(BATCH) {
-            if let Some(Ok(p)) = parse::parse_common(b.data()) {
-                keys[n] = p.forward_key();
-                hashes[n] = self.flows.hash(&keys[n]);
-                at[n] = i as u8;
-                n += 1;
-            }
+            let Some(Ok(p)) = parse::parse_common(b.data()) else {
+                continue;
+            };
+            let vip = crate::service::VipKey {
+                addr: p.dst,
+                port: p.dport,
+                proto: p.o.proto,
+            };
+            let backend = crate::service::VipKey {
+                addr: p.src,
+                port: p.sport,
+                proto: p.o.proto,
+            };
+            keys[n] = if self.memo.cached_vip(&vip).is_some() {
+                p.forward_key()
+            } else if let Some(svc) = self.memo.cached_backend(&backend) {
+                reply[n] = true;
+                p.reply_key(&self.gen.service(svc).key)
+            } else {
+                continue;
+            };
+            hashes[n] = self.flows.hash(&keys[n]);
+            at[n] = i as u8;
+            n += 1;
         }
         let mut ids = [None; BATCH];
         self.flows
@@ -609,21 +635,27 @@ impl<P: Port> Worker<P> {
                 *p = PreLookup {
                     hash: Some(hashes[j]),
                     id: ids[j],
+                    reply: reply[j],
                 };
             }
         }
     }
 
     /// The forward flow of `p` as (hash, slot): the batched first pass's
-    /// answer when it has one, else a hinted lookup now.
+    /// answer when it has one, else a lookup now.
     #[inline(always)]
     fn find_flow(&self, p: &Parsed, pre: PreLookup) -> (u64, Option<FlowId>) {
-        if let PreLookup { hash: Some(h), id } = pre {
+        if let PreLookup {
+            hash: Some(h),
+            id,
+            reply: false,
+        } = pre
+        {
             return (h, id);
         }
         let key = p.forward_key();
         let hash = self.flows.hash(&key);
-        (hash, self.flows.lookup_hinted(&key, hash))
+        (hash, self.flows.lookup(&key, hash))
     }
 
     /// The general path for one packet: every verdict, every drop reason.
@@ -648,7 +680,7 @@ impl<P: Port> Worker<P> {
             Err(None) => return Stage::Punt,
             Err(Some(r)) => return Stage::Drop(r),
         };
-        match classify(&self.gen, &self.vip_memo, &p) {
+        match classify(&self.gen, &self.memo, &p) {
             Ok(Class::Forward { svc }) => {
                 let owner = owner_worker(p.src, p.sport, self.n_workers);
                 if owner != self.id && !handed {

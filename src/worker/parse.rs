@@ -28,11 +28,28 @@ pub(crate) struct Parsed {
     /// Raw TCP flags (0 for UDP/ICMP).
     pub flags: u8,
     pub seq: u32,
+    /// TCP: bytes of data the segment carries (after its header).
+    pub data_len: u16,
+}
+
+impl Parsed {
     /// TCP: the sequence number after this segment (`seq` plus its data,
     /// SYN and FIN), what its receiver expects next once it has it.
-    pub seq_end: u32,
-    /// TCP: the acknowledgment number.
-    pub ack: u32,
+    #[inline(always)]
+    pub(crate) fn seq_end(&self) -> u32 {
+        self.seq
+            .wrapping_add(seq_len(usize::from(self.data_len), self.flags))
+    }
+
+    /// TCP: the segment's acknowledgment number, read from `frame` (only
+    /// the paths that track sequence numbers need it).
+    #[inline(always)]
+    pub(crate) fn ack(&self, frame: &[u8]) -> u32 {
+        let at = self.o.l4() + crate::wire::fixed::TCP_ACK;
+        frame
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
 }
 
 /// The sequence space a segment occupies: its data, plus one for SYN and
@@ -52,28 +69,29 @@ pub(crate) fn parse(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
 }
 
 /// The common case (untagged Ethernet, IPv4 without options, TCP or UDP)
-/// read from one fixed-size array: a single length check up front, then
-/// constant offsets the compiler needs no bounds checks for. `None` hands
-/// anything else (VLAN tags, IP options, ICMP, ARP, short frames) to the
-/// general parser; both apply the same checks (tests/malformed.rs).
+/// read from one fixed-size array (the layout of [`crate::wire::fixed`]): a
+/// single length check up front, then constant offsets the compiler needs
+/// no bounds checks for. `None` hands anything else (VLAN tags, IP
+/// options, ICMP, ARP, short frames) to the general parser; both apply the
+/// same checks (tests/malformed.rs).
 #[inline(always)]
 pub(crate) fn parse_common(frame: &[u8]) -> Option<Result<Parsed, Option<DropReason>>> {
-    const L3: usize = 14;
-    const L4: usize = 34;
-    let h: &[u8; 54] = frame.get(..54)?.try_into().ok()?;
-    if h[12] != 0x08 || h[13] != 0x00 || h[L3] != 0x45 {
+    use crate::wire::fixed::*;
+    let h: &[u8; HEADERS] = frame.get(..HEADERS)?.try_into().ok()?;
+    if h[ETHERTYPE] != 0x08 || h[ETHERTYPE + 1] != 0x00 || h[VER_IHL] != 0x45 {
         return None;
     }
     let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
-    let total = usize::from(be16(L3 + 2));
+    let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let total = usize::from(be16(TOTAL_LEN));
     let end = L3 + total;
     if total < 20 || end > frame.len() {
         return Some(Err(Some(DropReason::MalformedIpv4)));
     }
-    if be16(L3 + 6) & 0x3fff != 0 {
+    if be16(FLAGS_FRAG) & 0x3fff != 0 {
         return Some(Err(Some(DropReason::Fragment)));
     }
-    let proto = h[L3 + 9];
+    let proto = h[PROTOCOL];
     let mut p = Parsed {
         o: Offsets {
             l3: L3 as u16,
@@ -84,11 +102,11 @@ pub(crate) fn parse_common(frame: &[u8]) -> Option<Result<Parsed, Option<DropRea
             end: end.min(usize::from(u16::MAX)) as u16,
             proto,
         },
-        src: u32::from_be_bytes([h[26], h[27], h[28], h[29]]),
-        dst: u32::from_be_bytes([h[30], h[31], h[32], h[33]]),
-        sport: be16(L4),
-        dport: be16(L4 + 2),
-        ttl: h[L3 + 8],
+        src: be32(IP_SRC),
+        dst: be32(IP_DST),
+        sport: be16(L4 + L4_SPORT),
+        dport: be16(L4 + L4_DPORT),
+        ttl: h[TTL],
         ..Parsed::default()
     };
     if end > usize::from(u16::MAX) {
@@ -96,17 +114,16 @@ pub(crate) fn parse_common(frame: &[u8]) -> Option<Result<Parsed, Option<DropRea
     }
     match proto {
         IPPROTO_TCP => {
-            let hl = usize::from(h[L4 + 12] >> 4) * 4;
+            let hl = usize::from(h[L4 + TCP_DATA_OFFSET] >> 4) * 4;
             if hl < 20 || 20 + hl > total {
                 return Some(Err(Some(DropReason::MalformedL4)));
             }
-            p.flags = h[L4 + 13];
-            p.seq = u32::from_be_bytes([h[L4 + 4], h[L4 + 5], h[L4 + 6], h[L4 + 7]]);
-            p.seq_end = p.seq.wrapping_add(seq_len(total - 20 - hl, p.flags));
-            p.ack = u32::from_be_bytes([h[L4 + 8], h[L4 + 9], h[L4 + 10], h[L4 + 11]]);
+            p.flags = h[L4 + TCP_FLAGS];
+            p.seq = be32(L4 + TCP_SEQ);
+            p.data_len = (total - 20 - hl) as u16;
         }
         IPPROTO_UDP => {
-            let len = usize::from(be16(L4 + 4));
+            let len = usize::from(be16(L4 + UDP_LEN));
             if len < 8 || len > total - 20 {
                 return Some(Err(Some(DropReason::MalformedL4)));
             }
@@ -162,10 +179,7 @@ fn parse_general(frame: &[u8]) -> Result<Parsed, Option<DropReason>> {
             p.dport = t.dst_port();
             p.flags = t.flags().0;
             p.seq = t.seq_number();
-            p.seq_end = p
-                .seq
-                .wrapping_add(seq_len(l4b.len() - t.header_len(), p.flags));
-            p.ack = t.ack_number();
+            p.data_len = (l4b.len() - t.header_len()) as u16;
         }
         IPPROTO_UDP => {
             let u = UdpDatagram::new_checked(l4b).map_err(|_| Some(DropReason::MalformedL4))?;
@@ -225,39 +239,101 @@ pub(crate) enum Class {
     Icmp,
 }
 
-/// The last VIP resolved, as (packed key, service index) of the current
-/// generation: traffic comes in runs to the same VIP, and one comparison
-/// is cheaper than a map probe. Cleared at every generation switch.
-pub(crate) struct VipMemo(Cell<(u64, u32)>);
+/// What the current generation says of a (VIP or backend) key, remembered
+/// in two small direct-mapped caches: which service a VIP is, and which one
+/// service a backend serves. A hit is one multiply and one compare instead
+/// of a map probe, and traffic to a handful of VIPs and from a few dozen
+/// backends stays in them; a miss probes the generation's maps and fills
+/// the slot. Cleared at every generation switch (indices change).
+pub(crate) struct ServiceMemo {
+    vips: Box<[Cell<(u64, u32)>]>,
+    backends: Box<[Cell<(u64, u32)>]>,
+}
 
 /// Packed keys keep bits 24..32 clear: this matches none.
-const NO_VIP: (u64, u32) = (u64::MAX, 0);
+const NO_KEY: (u64, u32) = (u64::MAX, 0);
+const VIP_SLOTS_LOG2: u32 = 6;
+const BACKEND_SLOTS_LOG2: u32 = 8;
 
-impl VipMemo {
-    pub(crate) fn new() -> VipMemo {
-        VipMemo(Cell::new(NO_VIP))
+#[inline(always)]
+fn slot(packed: u64, log2: u32) -> usize {
+    (packed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - log2)) as usize
+}
+
+impl ServiceMemo {
+    pub(crate) fn new() -> ServiceMemo {
+        ServiceMemo {
+            vips: (0..1 << VIP_SLOTS_LOG2)
+                .map(|_| Cell::new(NO_KEY))
+                .collect(),
+            backends: (0..1 << BACKEND_SLOTS_LOG2)
+                .map(|_| Cell::new(NO_KEY))
+                .collect(),
+        }
     }
 
     pub(crate) fn clear(&self) {
-        self.0.set(NO_VIP);
+        for c in self.vips.iter().chain(self.backends.iter()) {
+            c.set(NO_KEY);
+        }
+    }
+
+    /// The service of VIP `vip`, if the cache knows it (no map probe).
+    #[inline(always)]
+    pub(crate) fn cached_vip(&self, vip: &VipKey) -> Option<u32> {
+        let packed = vip.packed();
+        let (k, svc) = self.vips.get(slot(packed, VIP_SLOTS_LOG2))?.get();
+        (k == packed).then_some(svc)
+    }
+
+    /// The one service backend `b` serves, if the cache knows it.
+    #[inline(always)]
+    pub(crate) fn cached_backend(&self, b: &VipKey) -> Option<u32> {
+        let packed = b.packed();
+        let (k, svc) = self.backends.get(slot(packed, BACKEND_SLOTS_LOG2))?.get();
+        (k == packed).then_some(svc)
     }
 
     /// `g.service_for(vip)`, remembered.
     #[inline(always)]
     pub(crate) fn service(&self, g: &Generation, vip: &VipKey) -> Option<u32> {
-        let packed = vip.packed();
-        let (key, svc) = self.0.get();
-        if key == packed {
+        if let Some(svc) = self.cached_vip(vip) {
             return Some(svc);
         }
         let svc = g.service_for(vip)?;
-        self.0.set((packed, svc));
+        let packed = vip.packed();
+        if let Some(c) = self.vips.get(slot(packed, VIP_SLOTS_LOG2)) {
+            c.set((packed, svc));
+        }
         Some(svc)
+    }
+
+    /// The service backend `b` serves if it serves exactly one (the reply
+    /// fast path's case), remembered; `None` for a backend of no service
+    /// or of several (their replies take the general path, which tells
+    /// the services apart by flow).
+    #[inline(always)]
+    pub(crate) fn reply_service(&self, g: &Generation, b: &VipKey) -> Option<u32> {
+        if let Some(svc) = self.cached_backend(b) {
+            return Some(svc);
+        }
+        let [r] = g.backend_refs(b) else {
+            return None;
+        };
+        let packed = b.packed();
+        if let Some(c) = self.backends.get(slot(packed, BACKEND_SLOTS_LOG2)) {
+            c.set((packed, r.service));
+        }
+        Some(r.service)
     }
 }
 
 #[inline]
-pub(crate) fn classify(g: &Generation, memo: &VipMemo, p: &Parsed) -> Result<Class, DropReason> {
+pub(crate) fn classify(
+    g: &Generation,
+    memo: &ServiceMemo,
+    p: &Parsed,
+) -> Result<Class, DropReason> {
     if p.o.proto == IPPROTO_ICMP {
         return Ok(Class::Icmp);
     }

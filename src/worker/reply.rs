@@ -57,26 +57,41 @@ impl<P: Port> Worker<P> {
         let Some((svc, id)) = found else {
             return Verdict::Drop(DropReason::ReplyUnknownFlow);
         };
-        if let Some(r) = refs.iter().find(|r| r.service == svc) {
+        let this = refs.iter().find(|r| r.service == svc).copied();
+        if let Some(r) = this {
             if let Some(c) = self.ep.get_mut(r.endpoint as usize) {
                 c.packets_out += 1;
                 c.bytes_out += frame.len() as u64;
             }
         }
+        let hop = g.route_hop(p.dst);
         if let Some(id) = id {
             let tcp = p.o.proto == IPPROTO_TCP;
             let e = self.flows.entry_mut(id);
             let was = e.state;
             e.last_seen = now;
+            // Pin the entry to this generation (the backend's index in it,
+            // as the forward path would find it by identity) with the
+            // client's next hop, so the flow's next replies take the fast
+            // path.
+            if e.generation != g.number as u32 {
+                if let Some(r) = this {
+                    e.endpoint = r.endpoint;
+                    e.generation = g.number as u32;
+                }
+            }
+            if e.generation == g.number as u32 {
+                e.client_hop = hop.unwrap_or(crate::service::NO_HOP);
+            }
             e.state = if tcp {
                 // What each side expects next, learnt from the backend's
                 // segments alone (the client's are the fast path's, which
                 // must not pay for it): the client next expects the end of
                 // the backend's data, the backend the next byte it has not
                 // acknowledged.
-                advance_seq(&mut e.backend_next, p.seq_end);
+                advance_seq(&mut e.backend_next, p.seq_end());
                 if p.flags & tcp_flags::ACK != 0 {
-                    advance_seq(&mut e.client_next, p.ack);
+                    advance_seq(&mut e.client_next, p.ack(frame));
                 }
                 e.state.next_tcp(Direction::Reply, p.flags)
             } else {
@@ -92,8 +107,11 @@ impl<P: Port> Worker<P> {
                 count_open(&mut self.ep, endpoint_of(g, k, e), was, e.state);
             }
         }
-        let (port, mac) = match g.route(p.dst) {
-            Ok(r) => r,
+        let (port, mac) = match hop {
+            Ok(i) => match g.hop(i) {
+                Some(h) => h,
+                None => return Verdict::Drop(DropReason::NoRoute),
+            },
             Err(None) => return Verdict::Drop(DropReason::NoRoute),
             Err(Some(_)) => return Verdict::Drop(DropReason::NeighborUnresolved),
         };

@@ -440,6 +440,19 @@ impl Generation {
         self.routes.resolve(dst)
     }
 
+    /// [`Generation::route`] as a hop index, for a flow to keep (valid for
+    /// this generation): [`Generation::hop`] turns it into port and MAC.
+    #[inline]
+    pub fn route_hop(&self, dst: u32) -> Result<u32, Option<Hop>> {
+        self.routes.resolve_hop(dst)
+    }
+
+    /// The port and MAC of a hop index from [`Generation::route_hop`].
+    #[inline(always)]
+    pub fn hop(&self, i: u32) -> Option<(u16, MacAddr)> {
+        self.routes.hop(i)
+    }
+
     /// Interface `port`'s MAC and address.
     #[inline]
     pub fn link(&self, port: u16) -> Option<&LinkRt> {
