@@ -64,19 +64,9 @@ pub fn reduce(hash: u64, n: u32) -> u32 {
     (((hash >> 32) * n as u64) >> 32) as u32
 }
 
-/// The worker that owns a flow: a function of the client's address and port
-/// only, so a client->VIP packet and the backend->client reply (whose client
-/// side is the destination) agree without any shared state.
-#[inline(always)]
-pub fn owner_worker(client_addr: u32, client_port: u16, workers: u32) -> u32 {
-    if workers <= 1 {
-        return 0;
-    }
-    reduce(
-        hash_words_v1(client_addr as u64, client_port as u64, 0x005e_ed0f_0a11),
-        workers,
-    )
-}
+/// The worker that owns a flow (see [`crate::rss`]: the queue a NIC's
+/// Toeplitz hash of the client's address and port selects).
+pub use crate::rss::owner_worker;
 
 /// A fast hasher for the generation's lookup maps (VIPs, backends,
 /// neighbors). Their keys come from the configuration, so flooding is not a

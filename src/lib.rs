@@ -20,6 +20,7 @@ pub mod maglev;
 pub mod nat;
 pub mod notify;
 pub mod port;
+pub mod rss;
 pub mod run;
 pub mod service;
 pub mod wire;
