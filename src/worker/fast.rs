@@ -2,7 +2,7 @@
 //! mid-flow TCP or UDP packet of a flow this worker tracks, under the
 //! current generation, that leaves the flow's state as it was: parsed once
 //! at fixed offsets, its service found in a direct-mapped memo, its flow
-//! through its home slot (or the batch's first pass), rewritten in place
+//! through its hinted slot (or the batch's first pass), rewritten in place
 //! with incremental checksums, its egress taken from the generation's
 //! endpoint (forward) or the flow's remembered client hop (reply), with no
 //! route scan. Anything else returns `None` having changed nothing, and the

@@ -43,7 +43,7 @@ use parse::{classify, parse, Class, Lookup, Parsed, ServiceMemo};
 pub const BATCH: usize = 32;
 
 /// Flow tables at least this large (their slab alone is several MiB, past
-/// the L2 cache) look a burst up in one batch through the home slots, whose
+/// the L2 cache) look a burst up in one batch through the hint array, whose
 /// overlapping cache misses pay for its extra instructions; smaller tables
 /// stay in cache and are cheaper looked up one packet at a time.
 const BATCHED_LOOKUP_MIN_FLOWS: usize = 1 << 17;
@@ -568,17 +568,26 @@ impl<P: Port> Worker<P> {
             }
             return;
         }
-        let mut pre = [PreLookup::default(); BATCH];
-        let batched = self.flows.capacity() >= BATCHED_LOOKUP_MIN_FLOWS;
-        if batched {
-            self.pre_lookup(burst, &mut pre);
+        if self.flows.capacity() < BATCHED_LOOKUP_MIN_FLOWS {
+            // In cache: each packet looked up on its own (the loop the
+            // compiler specialises for "no first pass").
+            for mut b in burst.drain(..) {
+                let none = PreLookup::default();
+                match self.fast_path(b.data_mut(), now, handed, none) {
+                    Some(port) => self.tx[usize::from(port)].push(b),
+                    None => self.general(b, now, handed, none),
+                }
+            }
+            return;
         }
+        let mut pre = [PreLookup::default(); BATCH];
+        self.pre_lookup(burst, &mut pre);
         // A flow created or removed by an earlier packet of this burst makes
         // the first pass's answers stale: they count only while this holds.
         let mutations = self.mutations;
         for (i, mut b) in burst.drain(..).enumerate() {
             let pre = match pre.get(i) {
-                Some(p) if batched && self.mutations == mutations => *p,
+                Some(p) if self.mutations == mutations => *p,
                 _ => PreLookup::default(),
             };
             match self.fast_path(b.data_mut(), now, handed, pre) {
@@ -589,8 +598,8 @@ impl<P: Port> Worker<P> {
     }
 
     /// First pass of a batched burst: every fast-path packet's flow hash and
-    /// flow, looked up together ([`FlowTable::lookup_batch`]: all home
-    /// slots, then hashbrown for the flows away from home, each a loop of
+    /// flow, looked up together ([`FlowTable::lookup_batch`]: all hints,
+    /// then all hinted slots, then hashbrown for the rest, each a loop of
     /// independent loads) so the burst's cache misses overlap. A packet's
     /// direction comes from the memos alone (a packet they do not know is
     /// left to the second pass).
