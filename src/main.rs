@@ -150,6 +150,11 @@ enum CtlOp {
     Reload { path: Option<PathBuf> },
     /// The generation number in force.
     Generation,
+    /// vip list | announce | withdraw: VIP announcements over BGP.
+    Vip {
+        #[command(subcommand)]
+        op: VipOp,
+    },
     /// Live view: per-worker Mpps, per-backend share of flows and packets.
     Top {
         /// Seconds between refreshes.
@@ -228,6 +233,28 @@ enum EndpointOp {
     Up {
         service: String,
         endpoint: SocketAddrV4,
+    },
+}
+
+#[derive(Subcommand)]
+enum VipOp {
+    /// Each VIP, whether the routers are told of it and why; BGP sessions.
+    List,
+    /// Announce again after a withdraw (while a healthy endpoint remains).
+    Announce {
+        /// The VIP (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        vip: Option<Ipv4Addr>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Withdraw from the routers for maintenance, until `vip announce`.
+    Withdraw {
+        /// The VIP (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        vip: Option<Ipv4Addr>,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -393,6 +420,11 @@ fn ctl_request(op: CtlOp) -> Result<Request, String> {
             path: path.map(|p| p.display().to_string()),
         },
         CtlOp::Generation => Request::Generation,
+        CtlOp::Vip { op } => match op {
+            VipOp::List => Request::VipList,
+            VipOp::Announce { vip, all } => Request::VipAnnounce { vip, all },
+            VipOp::Withdraw { vip, all } => Request::VipWithdraw { vip, all },
+        },
     })
 }
 

@@ -57,6 +57,9 @@ pub struct Config {
     pub timeouts: TimeoutsSection,
     #[serde(default)]
     pub service: Vec<ServiceSection>,
+    /// `[bgp]`: VIPs announced to routers (none when absent).
+    #[serde(default)]
+    pub bgp: Option<super::bgp::BgpSection>,
 }
 
 /// `[control]`.
@@ -274,6 +277,9 @@ pub struct ServiceSection {
     pub seed: Option<u64>,
     #[serde(default)]
     pub endpoint: Vec<EndpointSection>,
+    /// `[service.health]`: active checks of the endpoints; none when absent.
+    #[serde(default)]
+    pub health: Option<crate::service::HealthCheck>,
 }
 
 /// `[[service.endpoint]]`.
@@ -293,7 +299,7 @@ fn default_weight() -> u32 {
 }
 
 /// `a.b.c.d/len` with len <= 32.
-fn parse_prefix(s: &str, what: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+pub(crate) fn parse_prefix(s: &str, what: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
     let bad = || {
         invalid(format!(
             "{what}: {s:?} is not an IPv4 prefix; write it as address/length, e.g. 10.200.1.254/24"
@@ -396,6 +402,9 @@ impl Config {
                     s.name
                 )));
             }
+        }
+        if let Some(b) = &self.bgp {
+            b.settings(self)?;
         }
         Ok(())
     }
@@ -512,6 +521,11 @@ impl ServiceSection {
             spec.table_size = size;
         }
         spec.seed = self.seed;
+        if let Some(h) = &self.health {
+            h.validate()
+                .map_err(|e| invalid(format!("service {name:?}: {e}")))?;
+            spec.health = Some(h.clone());
+        }
         let mut seen = std::collections::HashSet::new();
         for e in &self.endpoint {
             let port = u16::try_from(e.port)
