@@ -89,6 +89,10 @@ pub struct Announcer {
     /// Every VIP withdrawn by the operator (new ones included).
     held_all: bool,
     stopping: bool,
+    /// The data path can forward: the next hops every packet needs (the
+    /// gateway back to clients, the static routes' next hops) are
+    /// resolved. Until then the routers must not send traffic here.
+    ready: bool,
     wanted: BTreeSet<Ipv4Addr>,
     seq: u64,
 }
@@ -156,7 +160,7 @@ impl Announcer {
     }
 
     fn wants(&self, vip: Ipv4Addr, v: &VipState) -> bool {
-        if self.stopping || self.held_all || self.held.contains(&vip) {
+        if !self.ready || self.stopping || self.held_all || self.held.contains(&vip) {
             return false;
         }
         if self.wanted.contains(&vip) {
@@ -227,6 +231,15 @@ impl Announcer {
         }
     }
 
+    /// Whether the data path can forward (see `ready`).
+    pub fn set_ready(&mut self, ready: bool) {
+        self.ready = ready;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
     /// A planned stop: nothing is wanted any more.
     pub fn stop(&mut self) {
         self.stopping = true;
@@ -244,6 +257,8 @@ impl Announcer {
                 let wanted = self.wanted.contains(vip);
                 let reason = if self.stopping {
                     "sluice is stopping: withdrawn before the data path stops".to_string()
+                } else if !self.ready {
+                    "waiting for the data path's next hops (gateway, routes) to resolve".to_string()
                 } else if self.held_all || self.held.contains(vip) {
                     "withdrawn by the operator (`vip announce` ends it)".to_string()
                 } else if wanted {
@@ -309,6 +324,7 @@ mod tests {
         use EndpointState::*;
         let st = store(false, &[Active, Draining]);
         let mut a = Announcer::default();
+        a.set_ready(true);
         a.update(&st, &Touched::All);
         assert_eq!(a.desired(), Some((1, [VIP].into())));
         assert_eq!(a.desired(), None, "nothing changed");
@@ -323,6 +339,7 @@ mod tests {
         use EndpointState::*;
         let mut st = store(true, &[Active, Active]);
         let mut a = Announcer::default();
+        a.set_ready(true);
         a.update(&st, &Touched::All);
         assert_eq!(a.desired(), Some((1, BTreeSet::new())), "no verdict yet");
         verdict(&mut st, &mut a, 11, HealthState::Up);
@@ -349,10 +366,22 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_announced_before_the_data_path_can_forward() {
+        let st = store(false, &[EndpointState::Active]);
+        let mut a = Announcer::default();
+        a.update(&st, &Touched::All);
+        assert_eq!(a.desired(), Some((1, BTreeSet::new())));
+        assert!(a.report(&BTreeSet::new())[0].reason.contains("next hops"));
+        a.set_ready(true);
+        assert_eq!(a.desired(), Some((2, [VIP].into())));
+    }
+
+    #[test]
     fn the_operator_and_a_planned_stop_override_health() {
         use EndpointState::*;
         let st = store(false, &[Active]);
         let mut a = Announcer::default();
+        a.set_ready(true);
         a.update(&st, &Touched::All);
         a.desired();
         let other = Ipv4Addr::new(198, 18, 0, 9);

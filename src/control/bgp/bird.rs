@@ -339,7 +339,15 @@ pub fn check_config(daemon: &Path, conf: &Path) -> Result<(), BirdError> {
 /// that started it: when sluice dies, so does BIRD, its BGP sessions
 /// close, and the routers drop this instance's routes at once instead of
 /// forwarding to a dead instance until a timer says so.
-pub fn spawn(daemon: &Path, conf: &Path, socket: &Path) -> Result<Child, BirdError> {
+///
+/// With `realtime`, BIRD (and every thread it starts) runs SCHED_FIFO 1
+/// (see [`BgpSettings::realtime`]); if the kernel refuses, it time-shares.
+pub fn spawn(
+    daemon: &Path,
+    conf: &Path,
+    socket: &Path,
+    realtime: bool,
+) -> Result<Child, BirdError> {
     let parent = std::process::id();
     let mut cmd = Command::new(daemon);
     cmd.arg("-f")
@@ -351,8 +359,9 @@ pub fn spawn(daemon: &Path, conf: &Path, socket: &Path) -> Result<Child, BirdErr
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     // SAFETY: the closure runs in the child between fork and exec and
-    // calls only async-signal-safe functions (prctl, getppid, _exit); it
-    // touches no memory of the parent's other threads.
+    // calls only async-signal-safe functions (prctl, getppid, _exit,
+    // sched_setscheduler); it touches no memory of the parent's other
+    // threads, and `param` lives on the child's own stack.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -362,6 +371,11 @@ pub fn spawn(daemon: &Path, conf: &Path, socket: &Path) -> Result<Child, BirdErr
             // ever kill this BIRD.
             if libc::getppid() as u32 != parent {
                 libc::_exit(1);
+            }
+            if realtime {
+                let param = libc::sched_param { sched_priority: 1 };
+                // Refused (no CAP_SYS_NICE): BIRD time-shares.
+                let _ = libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
             }
             Ok(())
         });
@@ -429,6 +443,7 @@ mod tests {
                     next_hop: Some("10.200.4.11".parse().unwrap()),
                 },
             ],
+            realtime: false,
             vip_next_hops: [(
                 "198.18.0.101".parse().unwrap(),
                 "10.200.3.21".parse().unwrap(),

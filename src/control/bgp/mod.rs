@@ -149,6 +149,11 @@ pub struct BgpSettings {
     pub peers: Vec<Peer>,
     /// VIPs announced with a next hop of their own.
     pub vip_next_hops: BTreeMap<Ipv4Addr, Ipv4Addr>,
+    /// Run BIRD in the real-time class (SCHED_FIFO 1), as the control
+    /// thread with `control.priority = "realtime"`: on a box whose workers
+    /// busy-poll every core, a time-shared BIRD can miss BFD's deadlines
+    /// (tens of ms) and the routers would drop a healthy instance.
+    pub realtime: bool,
 }
 
 /// A peer, checked and resolved.
@@ -360,6 +365,7 @@ impl BgpSection {
             runtime_dir,
             peers,
             vip_next_hops,
+            realtime: config.control.priority == super::ControlPriority::Realtime,
         })
     }
 }

@@ -184,7 +184,7 @@ impl Run {
             &bird::config_text(&self.s, &self.want.1, self.want.2),
         )?;
         let _ = std::fs::remove_file(&self.sock);
-        let mut child = bird::spawn(&self.s.daemon, &self.conf, &self.sock)?;
+        let mut child = bird::spawn(&self.s.daemon, &self.conf, &self.sock, self.s.realtime)?;
         if let Some(err) = child.stderr.take() {
             // BIRD's log, in sluice's.
             let _ = std::thread::Builder::new()

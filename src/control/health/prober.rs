@@ -128,6 +128,14 @@ impl Prober {
         let thread = std::thread::Builder::new()
             .name("sluice-health".into())
             .spawn(move || {
+                // Threads inherit their creator's class, and the control
+                // thread is real-time: probing must time-share, never hold
+                // a core against workers or the control thread.
+                if let Err(e) = crate::control::sched::set_current_thread(
+                    crate::control::ControlPriority::Normal,
+                ) {
+                    tracing::warn!(error = %e, "health prober keeps the control thread's class");
+                }
                 lp.stats.tid.store(current_tid(), Ordering::Relaxed);
                 lp.run()
             })?;

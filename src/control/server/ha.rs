@@ -34,6 +34,9 @@ struct Bgp {
     announcer: Announcer,
     speaker: Speaker,
     withdraw_wait: Duration,
+    /// Generation whose next hops were last looked at (until ready).
+    checked: u64,
+    started: Instant,
 }
 
 /// Where a planned stop is.
@@ -71,6 +74,8 @@ impl Ha {
                     announcer: Announcer::default(),
                     speaker,
                     withdraw_wait,
+                    checked: 0,
+                    started: Instant::now(),
                 })
             }
             None => None,
@@ -115,6 +120,29 @@ impl<B: Send + 'static> Loop<B> {
         let Some(b) = self.ha.bgp.as_mut() else {
             return;
         };
+        if !b.announcer.is_ready() && b.checked != self.dp.current().number {
+            // Announcing before sluice can send a reply to the gateway or a
+            // request to a route's next hop would black-hole the first
+            // connections the routers send (ARP resolves them within
+            // milliseconds of start; BGP takes longer, but not always).
+            let g = self.dp.current();
+            b.checked = g.number;
+            let topo = self.store.topology();
+            let unresolved: Vec<std::net::Ipv4Addr> = topo
+                .gateway
+                .iter()
+                .chain(topo.routes.iter().map(|r| &r.via))
+                .copied()
+                .filter(|h| g.route(u32::from(*h)).is_err())
+                .collect();
+            if unresolved.is_empty() {
+                tracing::info!(
+                    after_ms = b.started.elapsed().as_millis() as u64,
+                    "data path ready: gateway and route next hops resolved; VIPs may be announced"
+                );
+                b.announcer.set_ready(true);
+            }
+        }
         b.announcer.update(&self.store, &touched);
         for s in synced.services.iter().chain(&polled.services) {
             b.announcer.update_one(&self.store, s);
