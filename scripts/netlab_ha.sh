@@ -29,7 +29,9 @@
 #   IPv6 and forwarding off, offloads off).
 # - Health probes leave an instance through its kernel's m0: each instance
 #   namespace routes the backends' network via rb's management address.
-# - Sessions use hold time 3 s and BFD (100 ms x 3) on both sides.
+# - Sessions use hold time 3 s and BFD (100 ms x 3) on both sides; with
+#   BFD=0 in the environment (for `up` and `sluice-config` alike), no BFD:
+#   a dead instance then goes when the hold timer expires.
 #
 # The routers' BIRD state (configuration, control socket, pid) lives in
 # $NETLAB_STATE (default /tmp/sluice-netlab-ID), removed by `down`.
@@ -40,6 +42,7 @@ cmd=${1:?usage: netlab_ha.sh up|down|sluice-config ID ...}
 ID=${2:?usage: netlab_ha.sh up|down|sluice-config ID ...}
 P=sl-$ID
 STATE=${NETLAB_STATE:-/tmp/sluice-netlab-$ID}
+BFD=${BFD:-1}
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 quiet_link() { # ns ifname: IPv6 off, offloads off, up
@@ -71,11 +74,11 @@ router_bird() { # name asn mgmt-addr peer-as instances import-prefix
     echo "router id $addr;"
     echo "protocol device { scan time 10; }"
     echo "protocol kernel { ipv4 { export where source = RTS_BGP; }; merge paths on limit 16; }"
-    echo "protocol bfd { interface \"m0\" { interval 100 ms; multiplier 3; }; }"
+    [ "$BFD" = 1 ] && echo "protocol bfd { interface \"m0\" { interval 100 ms; multiplier 3; }; }"
     echo "template bgp lb {"
     echo "  local $addr as $asn; hold time 3; keepalive time 1;"
     echo "  connect delay time 1; connect retry time 1; error wait time 1, 4; error forget time 30;"
-    echo "  bfd on;"
+    [ "$BFD" = 1 ] && echo "  bfd on;"
     echo "  ipv4 { import where net ~ [ $accept ]; export none; };"
     echo "}"
     for k in $(seq 1 "$n"); do
@@ -188,7 +191,7 @@ gateway = "10.200.3.1"
 local_as = 65001
 router_id = "10.200.9.$((10 + k))"
 hold_time = 3
-bfd = true
+bfd = $([ "$BFD" = 1 ] && echo true || echo false)
 bfd_interval_ms = 100
 bfd_multiplier = 3
 next_hop = "l0"

@@ -22,8 +22,8 @@ use super::bird::{self, BirdCtl, BirdError};
 use super::BgpSettings;
 use crate::control::protocol::PeerView;
 
-/// How often the sessions' states are read.
-const REFRESH: Duration = Duration::from_millis(500);
+/// How often the sessions' states are read (one `show protocols`).
+const REFRESH: Duration = Duration::from_millis(200);
 /// Between two tries after BIRD failed or died.
 const RETRY: Duration = Duration::from_secs(1);
 /// How long BIRD may take to open its control socket.
