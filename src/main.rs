@@ -96,6 +96,10 @@ enum Cmd {
         table_size: u32,
         #[arg(long, default_value_t = 10_000)]
         flows: usize,
+        /// TCP health checks of every endpoint at this interval (ms); needs
+        /// 10.200.0.0/16 local (scripts/bench_health.sh runs it so).
+        #[arg(long)]
+        health_interval_ms: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -573,6 +577,7 @@ fn main() -> std::process::ExitCode {
             spread,
             table_size,
             flows,
+            health_interval_ms,
             json,
         } => {
             if services == 0 || endpoints == 0 || workers == 0 || clients == 0 || window == 0 {
@@ -593,6 +598,7 @@ fn main() -> std::process::ExitCode {
                 spread: spread.unwrap_or(services),
                 table_size,
                 flows,
+                health_interval_ms,
             };
             match sluice::control::bench::run(&cfg) {
                 Ok(r) if json => {

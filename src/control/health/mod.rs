@@ -204,11 +204,13 @@ impl HealthMonitor {
                         "health: endpoint down"
                     );
                 }
+                HealthState::Up if r.from == HealthState::Down => {
+                    self.totals.came_up += 1;
+                    tracing::info!(service = %v.service, endpoint = %v.endpoint, "health: endpoint up again");
+                }
+                // A first verdict is no news (100,000 of them at start).
                 HealthState::Up => {
-                    if r.from == HealthState::Down {
-                        self.totals.came_up += 1;
-                    }
-                    tracing::info!(service = %v.service, endpoint = %v.endpoint, from = %r.from, "health: endpoint up");
+                    tracing::debug!(service = %v.service, endpoint = %v.endpoint, "health: endpoint up");
                 }
                 HealthState::Unknown => {}
             }
