@@ -172,13 +172,17 @@ backend = "afpacket"
 workers = 1
 idle = { mode = "backoff", spin_polls = 2000, sleep_us = 50 }
 
+# MACs as netlab_ha.sh set them (a reload needs them: only a start reads
+# them from the interfaces).
 [[interface]]
 name = "l0"
 address = "10.200.3.$((10 + k))/24"
+mac = "$(printf '02:00:00:00:03:%02x' $((10 + k)))"
 
 [[interface]]
 name = "l1"
 address = "10.200.4.$((10 + k))/24"
+mac = "$(printf '02:00:00:00:04:%02x' $((10 + k)))"
 
 [[route]]
 dest = "10.200.2.0/24"

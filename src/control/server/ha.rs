@@ -31,6 +31,8 @@ pub struct HaOptions {
 }
 
 struct Bgp {
+    /// The settings BIRD runs with (a reload does not change them).
+    settings: BgpSettings,
     announcer: Announcer,
     speaker: Speaker,
     withdraw_wait: Duration,
@@ -69,8 +71,10 @@ impl Ha {
         let bgp = match opts.bgp {
             Some(s) => {
                 let withdraw_wait = s.withdraw_wait;
-                let speaker = Speaker::start(s).map_err(|e| ServerError::Bgp(e.to_string()))?;
+                let speaker =
+                    Speaker::start(s.clone()).map_err(|e| ServerError::Bgp(e.to_string()))?;
                 Some(Bgp {
+                    settings: s,
                     announcer: Announcer::default(),
                     speaker,
                     withdraw_wait,
@@ -217,6 +221,24 @@ impl<B: Send + 'static> Loop<B> {
                 false
             }
             Some(Stop::Done) => false,
+        }
+    }
+
+    /// After a reload: services (and so VIPs) follow the new file at once,
+    /// but `[bgp]` itself (peers, AS, next hops, timers) is what BIRD was
+    /// started with; a changed `[bgp]` is said so in the log, not applied
+    /// half-way.
+    pub(super) fn ha_reloaded(&self, path: &std::path::Path) {
+        let running = self.ha.bgp.as_ref().map(|b| &b.settings);
+        let Ok(config) = crate::control::Config::load(path) else {
+            return;
+        };
+        let wanted = config.bgp.as_ref().and_then(|b| b.settings(&config).ok());
+        if wanted.as_ref() != running {
+            tracing::warn!(
+                path = %path.display(),
+                "bgp: the reloaded file changes [bgp]; services were reloaded, but [bgp] takes effect at the next start"
+            );
         }
     }
 

@@ -732,6 +732,7 @@ impl<B: Send + 'static> Loop<B> {
             Request::Reload { path } => match self.store.reload(&mut self.dp, path.as_deref()) {
                 Ok((a, path, services)) => {
                     tracing::info!(path = %path.display(), generation = a.generation, "configuration reloaded");
+                    self.ha_reloaded(&path);
                     Ok(Outcome::Reloaded {
                         path: path.display().to_string(),
                         services,
