@@ -680,7 +680,11 @@ weight = 2
 
     #[test]
     fn the_shipped_examples_parse() {
-        for f in ["config/demo.toml", "config/baremetal.toml", "config/ha.toml"] {
+        for f in [
+            "config/demo.toml",
+            "config/baremetal.toml",
+            "config/ha.toml",
+        ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             let c = Config::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
             assert!(!c.service.is_empty(), "{f}");

@@ -664,6 +664,42 @@ mod tests {
     }
 
     #[test]
+    fn vip_requests_decode_with_a_vip_or_all() {
+        let r = Request::decode(br#"{"v":1,"op":"vip_withdraw","vip":"198.18.0.100"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::VipWithdraw {
+                vip: Some("198.18.0.100".parse().unwrap()),
+                all: false
+            }
+        );
+        let r = Request::decode(br#"{"v":1,"op":"vip_announce","all":true}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::VipAnnounce {
+                vip: None,
+                all: true
+            }
+        );
+        assert_eq!(
+            Request::decode(r.to_line().trim_end().as_bytes()).unwrap(),
+            r
+        );
+        assert_eq!(
+            kind(r#"{"v":1,"op":"vip_withdraw","vip":"nope"}"#),
+            ErrorKind::WrongType
+        );
+        assert_eq!(
+            kind(r#"{"v":1,"op":"vip_list","vip":"198.18.0.1"}"#),
+            ErrorKind::UnknownField
+        );
+        assert!(
+            !r.is_mutation(),
+            "answered on the query path, no generation"
+        );
+    }
+
+    #[test]
     fn responses_round_trip() {
         let r = Response::ok(7, Outcome::Applied { apply_us: 12 });
         let back: Response = serde_json::from_str(r.to_line().trim_end()).unwrap();
