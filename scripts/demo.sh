@@ -5,6 +5,9 @@
 #
 #   scripts/demo.sh            # AF_PACKET port (default)
 #   scripts/demo.sh --dpdk     # DPDK port over net_af_packet vdevs
+#   scripts/demo.sh --ha       # two instances behind a BGP/ECMP router:
+#                              # spread, graceful stop, rejoin, kill
+#                              # (scripts/demo_ha.sh)
 #
 # Installs what is missing, builds, and removes everything it created on
 # exit, Ctrl-C or failure.
@@ -15,6 +18,7 @@ REQUESTS=${REQUESTS:-3000}
 for a in "$@"; do
   case "$a" in
     --dpdk) MODE=dpdk ;;
+    --ha) exec scripts/demo_ha.sh ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument $a (try --help)" >&2; exit 2 ;;
   esac

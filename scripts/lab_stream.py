@@ -8,7 +8,9 @@ Runs for SECONDS, sequentially. A connect() that fails with EADDRNOTAVAIL
 pause and not counted as a failure: no packet left the host. Everything
 else (timeouts, resets, refused, short replies) is a failed connection.
 Prints one JSON line: {"ok": n, "errors": n, "local_retries": n,
-"backends": {...}, "error_kinds": {...}, "ports": n}.
+"backends": {...}, "error_kinds": {...}, "ports": n, "slowest_s": s}, where
+slowest_s is the longest a successful connection took (connect to last
+byte): a stall such as a SYN retransmitted after a failover shows there.
 """
 import errno
 import json
@@ -46,10 +48,13 @@ def main():
     host, port, seconds = a[0], int(a[1]), float(a[2])
     timeout = float(a[a.index("--timeout") + 1]) if "--timeout" in a else 2.0
     ok, errors, retries, tally, kinds, ports = 0, 0, 0, {}, {}, set()
+    slowest = 0.0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
+            t0 = time.monotonic()
             who, lport = one(host, port, timeout)
+            slowest = max(slowest, time.monotonic() - t0)
             ok += 1
             tally[who] = tally.get(who, 0) + 1
             ports.add(lport)
@@ -62,7 +67,7 @@ def main():
             k = type(e).__name__
             kinds[k] = kinds.get(k, 0) + 1
     print(json.dumps({"ok": ok, "errors": errors, "local_retries": retries, "backends": tally,
-                      "error_kinds": kinds, "ports": len(ports)}))
+                      "error_kinds": kinds, "ports": len(ports), "slowest_s": round(slowest, 3)}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #   scripts/setup.sh            # build + test needs (DPDK, lab tools)
 #   scripts/setup.sh --demo     # only what the AF_PACKET demo needs
 #   scripts/setup.sh --dpdk     # the demo's needs plus DPDK
+#   scripts/setup.sh --ha       # the demo's needs plus BIRD and nftables (demo --ha)
 #
 # As root it installs with apt-get; otherwise through sudo when there is
 # one, else it lists what is missing and stops.
@@ -17,6 +18,7 @@ for a in "$@"; do
   case "$a" in
     --demo) MODE=demo ;;
     --dpdk) MODE=dpdk ;;
+    --ha) MODE=ha ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument $a (try --help)" >&2; exit 2 ;;
   esac
@@ -25,10 +27,11 @@ done
 # Debian packages, by what needs them.
 LAB=(iproute2 ethtool python3)          # namespaces, offloads, HTTP peers
 BUILD_DPDK=(pkg-config libdpdk-dev libclang-dev)  # the dpdk feature (bindgen)
-TEST=(tcpdump)                          # end-to-end tests check frames with it
+TEST=(tcpdump bird2 nftables)           # e2e: frame checks; the HA lab's BGP speaker and firewall
 case "$MODE" in
   demo) PKGS=("${LAB[@]}") ;;
   dpdk) PKGS=("${LAB[@]}" "${BUILD_DPDK[@]}") ;;
+  ha) PKGS=("${LAB[@]}" bird2 nftables) ;;
   test) PKGS=("${LAB[@]}" "${BUILD_DPDK[@]}" "${TEST[@]}") ;;
 esac
 
@@ -48,7 +51,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "== installing: ${missing[*]}"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # Debian starts and enables a global bird.service on install: keep it from
+  # starting (policy-rc.d) and disable it, so the machine runs no routing
+  # daemon of its own beside the tests' namespaced ones (sluice starts its
+  # own BIRD; the HA lab's routers run theirs in their namespaces).
+  policy=/usr/sbin/policy-rc.d
+  had_policy=1
+  if [ ! -e "$policy" ]; then
+    had_policy=0
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+    "${SUDO[@]}" chmod +x "$policy"
+  fi
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$had_policy" = 1 ] || "${SUDO[@]}" rm -f "$policy"
+  "${SUDO[@]}" systemctl disable --now bird.service >/dev/null 2>&1 || true
 fi
 
 if [ "$MODE" = test ]; then

@@ -112,6 +112,10 @@ enum Cmd {
         table_size: u32,
         #[arg(long, default_value_t = 10_000)]
         flows: usize,
+        /// TCP health checks of every endpoint at this interval (ms); needs
+        /// 10.200.0.0/16 local (scripts/bench_health.sh runs it so).
+        #[arg(long)]
+        health_interval_ms: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -178,6 +182,11 @@ enum CtlOp {
         /// Give up after this long (e.g. 10s, 500ms).
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         timeout: Duration,
+    },
+    /// vip list | announce | withdraw: VIP announcements over BGP.
+    Vip {
+        #[command(subcommand)]
+        op: VipOp,
     },
     /// Live view: per-worker Mpps, per-backend share of flows and packets.
     Top {
@@ -280,6 +289,28 @@ enum EndpointOp {
     Up {
         service: String,
         endpoint: SocketAddrV4,
+    },
+}
+
+#[derive(Subcommand)]
+enum VipOp {
+    /// Each VIP, whether the routers are told of it and why; BGP sessions.
+    List,
+    /// Announce again after a withdraw (while a healthy endpoint remains).
+    Announce {
+        /// The VIP (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        vip: Option<Ipv4Addr>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Withdraw from the routers for maintenance, until `vip announce`.
+    Withdraw {
+        /// The VIP (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        vip: Option<Ipv4Addr>,
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -497,6 +528,11 @@ fn ctl_request(op: CtlOp) -> Result<Request, String> {
         },
         CtlOp::Generation => Request::Generation,
         CtlOp::Status | CtlOp::Wait { .. } => Request::Status,
+        CtlOp::Vip { op } => match op {
+            VipOp::List => Request::VipList,
+            VipOp::Announce { vip, all } => Request::VipAnnounce { vip, all },
+            VipOp::Withdraw { vip, all } => Request::VipWithdraw { vip, all },
+        },
     })
 }
 
@@ -736,6 +772,7 @@ fn main() -> std::process::ExitCode {
             spread,
             table_size,
             flows,
+            health_interval_ms,
             json,
         } => {
             if services == 0 || endpoints == 0 || workers == 0 || clients == 0 || window == 0 {
@@ -756,6 +793,7 @@ fn main() -> std::process::ExitCode {
                 spread: spread.unwrap_or(services),
                 table_size,
                 flows,
+                health_interval_ms,
             };
             match sluice::control::bench::run(&cfg) {
                 Ok(r) if json => {

@@ -57,6 +57,9 @@ pub struct Config {
     pub timeouts: TimeoutsSection,
     #[serde(default)]
     pub service: Vec<ServiceSection>,
+    /// `[bgp]`: VIPs announced to routers (none when absent).
+    #[serde(default)]
+    pub bgp: Option<super::bgp::BgpSection>,
 }
 
 /// `[control]`.
@@ -275,6 +278,9 @@ pub struct ServiceSection {
     pub seed: Option<u64>,
     #[serde(default)]
     pub endpoint: Vec<EndpointSection>,
+    /// `[service.health]`: active checks of the endpoints; none when absent.
+    #[serde(default)]
+    pub health: Option<crate::service::HealthCheck>,
     /// `[service.recycle]`: opt-in recycling of long-lived connections.
     #[serde(default)]
     pub recycle: Option<RecycleSection>,
@@ -341,7 +347,7 @@ fn default_weight() -> u32 {
 }
 
 /// `a.b.c.d/len` with len <= 32.
-fn parse_prefix(s: &str, what: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+pub(crate) fn parse_prefix(s: &str, what: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
     let bad = || {
         invalid(format!(
             "{what}: {s:?} is not an IPv4 prefix; write it as address/length, e.g. 10.200.1.254/24"
@@ -444,6 +450,9 @@ impl Config {
                     s.name
                 )));
             }
+        }
+        if let Some(b) = &self.bgp {
+            b.settings(self)?;
         }
         Ok(())
     }
@@ -561,6 +570,11 @@ impl ServiceSection {
             spec.table_size = size;
         }
         spec.seed = self.seed;
+        if let Some(h) = &self.health {
+            h.validate()
+                .map_err(|e| invalid(format!("service {name:?}: {e}")))?;
+            spec.health = Some(h.clone());
+        }
         let mut seen = std::collections::HashSet::new();
         for e in &self.endpoint {
             let port = u16::try_from(e.port)
@@ -782,7 +796,11 @@ weight = 2
 
     #[test]
     fn the_shipped_examples_parse() {
-        for f in ["config/demo.toml", "config/baremetal.toml"] {
+        for f in [
+            "config/demo.toml",
+            "config/baremetal.toml",
+            "config/ha.toml",
+        ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             let c = Config::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
             assert!(!c.service.is_empty(), "{f}");

@@ -2,10 +2,13 @@
 //! socket and its protocol, the configuration file, metrics, and the
 //! publishing of generations to workers.
 
+pub mod announce;
 pub mod arp;
 pub mod bench;
+pub mod bgp;
 pub mod client;
 pub mod config;
+pub mod health;
 pub mod protocol;
 mod publish;
 pub mod query;

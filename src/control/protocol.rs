@@ -8,11 +8,11 @@
 //! Decoding is done in steps (JSON, version, op, fields) so that a bad request
 //! gets an error kind that says which step failed.
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
-use crate::service::{EndpointSpec, Protocol, RecyclePolicy, ServiceSpec};
+use crate::service::{EndpointSpec, HealthState, Protocol, RecyclePolicy, ServiceSpec};
 
 /// The schema version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -120,6 +120,27 @@ pub enum Request {
     Generation,
     /// Whether sluice forwards: every worker runs the generation in force.
     Status,
+    /// Announces `vip` (or, with `all`, every VIP) to the routers again
+    /// after a `vip_withdraw`: it is announced while it has a healthy
+    /// endpoint.
+    VipAnnounce {
+        #[serde(default)]
+        vip: Option<Ipv4Addr>,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Withdraws `vip` (or, with `all`, every VIP) from the routers, for
+    /// maintenance, until `vip_announce`; sluice keeps forwarding what
+    /// still arrives.
+    VipWithdraw {
+        #[serde(default)]
+        vip: Option<Ipv4Addr>,
+        #[serde(default)]
+        all: bool,
+    },
+    /// Every VIP, whether the routers are told of it and why, and the BGP
+    /// sessions.
+    VipList,
 }
 
 fn default_protocol() -> Protocol {
@@ -156,6 +177,9 @@ pub const OPS: &[&str] = &[
     "reload",
     "generation",
     "status",
+    "vip_announce",
+    "vip_withdraw",
+    "vip_list",
 ];
 
 impl Request {
@@ -393,6 +417,7 @@ pub enum Outcome {
         services: usize,
     },
     Generation,
+    Vips(VipReport),
     Status(Status),
 }
 
@@ -452,6 +477,62 @@ pub struct EndpointStats {
     /// recycling policy, S2).
     #[serde(default)]
     pub flows_recycled: u64,
+    /// What health checks say (absent when the service has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<EndpointHealthView>,
+}
+
+/// An endpoint's health as `stats` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointHealthView {
+    pub state: HealthState,
+    /// Seconds in this state.
+    pub for_s: f64,
+    /// Times it went down, and came back up.
+    pub went_down: u64,
+    pub came_up: u64,
+    /// Why the probe that took it down failed (while it is down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer to `vip_list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VipReport {
+    /// Whether sluice announces VIPs at all (a `[bgp]` section).
+    pub bgp: bool,
+    /// The routing daemon: running, starting, or why it is not.
+    pub daemon: String,
+    pub vips: Vec<VipView>,
+    pub peers: Vec<PeerView>,
+}
+
+/// One VIP's announcement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VipView {
+    pub vip: Ipv4Addr,
+    /// Whether sluice wants it announced.
+    pub wanted: bool,
+    /// Whether the routing daemon announces it (it applied the last
+    /// change).
+    pub announced: bool,
+    /// Why it is wanted or not, in words.
+    pub reason: String,
+    /// The services on this VIP.
+    pub services: Vec<String>,
+}
+
+/// One BGP session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// The BGP state (Established, Active, Connect, Idle, ...).
+    pub state: String,
+    pub established: bool,
+    /// The daemon's last word on the session (an error, if any).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub info: String,
 }
 
 /// One service's counters.
@@ -626,6 +707,42 @@ mod tests {
         );
         let e = Request::decode(br#"{"v":1,"op":"explode"}"#).unwrap_err();
         assert!(e.message.contains("explode") && e.message.contains("services_list"));
+    }
+
+    #[test]
+    fn vip_requests_decode_with_a_vip_or_all() {
+        let r = Request::decode(br#"{"v":1,"op":"vip_withdraw","vip":"198.18.0.100"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::VipWithdraw {
+                vip: Some("198.18.0.100".parse().unwrap()),
+                all: false
+            }
+        );
+        let r = Request::decode(br#"{"v":1,"op":"vip_announce","all":true}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::VipAnnounce {
+                vip: None,
+                all: true
+            }
+        );
+        assert_eq!(
+            Request::decode(r.to_line().trim_end().as_bytes()).unwrap(),
+            r
+        );
+        assert_eq!(
+            kind(r#"{"v":1,"op":"vip_withdraw","vip":"nope"}"#),
+            ErrorKind::WrongType
+        );
+        assert_eq!(
+            kind(r#"{"v":1,"op":"vip_list","vip":"198.18.0.1"}"#),
+            ErrorKind::UnknownField
+        );
+        assert!(
+            !r.is_mutation(),
+            "answered on the query path, no generation"
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub fn stats<B: Send + 'static>(
                 bytes_out: c.bytes_out,
                 packets_per_s: rate(packets, before.map(|b| b.1), secs),
                 flows_recycled: c.flows_recycled,
+                health: super::health::view(store.health(), &spec.name, e, now),
             };
             sample_eps.insert(id, (c.flows_created, packets));
             s.active_flows += es.active_flows;

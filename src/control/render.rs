@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::protocol::{Outcome, Response, Stats};
+use super::protocol::{Outcome, Response, Stats, VipReport};
 
 fn si(n: f64) -> String {
     if n >= 1e9 {
@@ -154,6 +154,7 @@ pub fn response(r: &Response) -> String {
                 r.generation
             );
         }
+        Some(Outcome::Vips(v)) => o.push_str(&vips(v)),
     }
     o
 }
@@ -262,7 +263,7 @@ pub fn stats(s: &Stats, all: bool) -> String {
         }
         let _ = writeln!(
             o,
-            "  {:<22} {:<9} {:>3} {:>9} {:>6} {:>8} {:>9} {:>6} {:>10} {:>9}",
+            "  {:<22} {:<9} {:>3} {:>9} {:>6} {:>8} {:>9} {:>6} {:>10} {:>9}  HEALTH",
             "ENDPOINT",
             "STATE",
             "W",
@@ -278,7 +279,7 @@ pub fn stats(s: &Stats, all: bool) -> String {
             let p = (e.packets_in + e.packets_out) as f64;
             let _ = writeln!(
                 o,
-                "  {:<22} {:<9} {:>3} {:>9} {} {:>8.0} {:>9} {} {:>10} {:>9}",
+                "  {:<22} {:<9} {:>3} {:>9} {} {:>8.0} {:>9} {} {:>10} {:>9}  {}",
                 e.endpoint.to_string(),
                 format!("{:?}", e.state).to_lowercase(),
                 e.weight,
@@ -294,7 +295,11 @@ pub fn stats(s: &Stats, all: bool) -> String {
                     pct(p, pkts)
                 },
                 si(p),
-                e.flows_recycled
+                e.flows_recycled,
+                // Last, so the columns before it keep their places.
+                e.health
+                    .as_ref()
+                    .map_or("-".to_string(), |h| h.state.to_string())
             );
         }
     }
@@ -330,6 +335,45 @@ fn counter_table(s: &Stats) -> String {
     o
 }
 
+/// `vip list`: each VIP, whether the routers are told of it and why; the
+/// BGP sessions.
+pub fn vips(v: &VipReport) -> String {
+    let mut o = String::new();
+    if !v.bgp {
+        o.push_str("no [bgp] section: sluice announces no VIP\n");
+        return o;
+    }
+    let _ = writeln!(o, "routing daemon: {}", v.daemon);
+    let _ = writeln!(o, "{:<16} {:<10} {:<8}  WHY", "VIP", "ANNOUNCED", "WANTED");
+    for x in &v.vips {
+        let _ = writeln!(
+            o,
+            "{:<16} {:<10} {:<8}  {} ({})",
+            x.vip.to_string(),
+            if x.announced { "yes" } else { "no" },
+            if x.wanted { "yes" } else { "no" },
+            x.reason,
+            x.services.join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<12} {:<16} {:<12}  INFO",
+        "PEER", "ADDRESS", "STATE"
+    );
+    for p in &v.peers {
+        let _ = writeln!(
+            o,
+            "{:<12} {:<16} {:<12}  {}",
+            p.name,
+            p.address.to_string(),
+            p.state,
+            p.info
+        );
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +394,7 @@ mod tests {
             bytes_out: 0,
             packets_per_s: 0.0,
             flows_recycled: 0,
+            health: None,
         }
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::config::{Config, ConfigError};
+use super::health::HealthBook;
 use super::protocol::{ErrorBody, ErrorKind, Request};
 use super::{Dataplane, PublishError};
 use crate::maglev::{validate_table_size, MAX_BACKENDS};
@@ -70,6 +71,15 @@ pub struct Applied {
     pub apply: Duration,
 }
 
+/// Services changed since the last [`Store::take_touched`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Touched {
+    None,
+    Some(Vec<String>),
+    /// Everything may have changed (the first publish, a reload).
+    All,
+}
+
 /// The configuration sluice runs, as the operator sees it.
 #[derive(Debug)]
 pub struct Store {
@@ -82,6 +92,12 @@ pub struct Store {
     publish_timeout: Duration,
     /// Neighbors learnt by ARP (configured ones stay in `topology`).
     learnt: Vec<(std::net::Ipv4Addr, crate::wire::MacAddr)>,
+    /// What health probes say of checked endpoints; folded into the specs
+    /// every generation is compiled from (the operator's state wins).
+    health: HealthBook,
+    /// Services changed by commits since the last `take_touched`, for
+    /// whoever follows changes service by service (the health monitor).
+    touched: Touched,
 }
 
 impl Store {
@@ -101,6 +117,8 @@ impl Store {
             drains: HashMap::new(),
             learnt: Vec::new(),
             publish_timeout: Duration::from_secs(5),
+            health: HealthBook::default(),
+            touched: Touched::All,
         })
     }
 
@@ -163,8 +181,39 @@ impl Store {
         })
     }
 
-    fn specs(map: &BTreeMap<String, Arc<ServiceSpec>>) -> Vec<Arc<ServiceSpec>> {
-        map.values().cloned().collect()
+    /// What health probes say of checked endpoints.
+    pub fn health(&self) -> &HealthBook {
+        &self.health
+    }
+
+    /// The health book, for the control thread's health monitor: a verdict
+    /// that changes the data path's view takes effect with the next
+    /// generation (see [`Store::publish_health`]).
+    pub fn health_mut(&mut self) -> &mut HealthBook {
+        &mut self.health
+    }
+
+    /// The services changed since the last call (by name).
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::replace(&mut self.touched, Touched::None)
+    }
+
+    fn touch(&mut self, names: impl IntoIterator<Item = String>) {
+        match &mut self.touched {
+            Touched::All => {}
+            Touched::None => self.touched = Touched::Some(names.into_iter().collect()),
+            Touched::Some(v) => v.extend(names),
+        }
+    }
+
+    /// Publishes the services with the health book's current verdicts
+    /// (only services whose combined spec changed are rebuilt).
+    pub fn publish_health<B: Send + 'static>(
+        &mut self,
+        dp: &mut Dataplane<B>,
+    ) -> Result<Applied, StoreError> {
+        let drains = self.drains.clone();
+        self.commit(dp, Undo::default(), drains)
     }
 
     /// Publishes the store's services as a fresh generation (at start).
@@ -176,7 +225,7 @@ impl Store {
         let g = Generation::build_shared(
             number,
             &self.effective_topology(),
-            &Self::specs(&self.services),
+            &self.health.combined(&self.services),
         )?;
         let apply = dp.publish(g, self.publish_timeout)?;
         Ok(Applied {
@@ -269,7 +318,8 @@ impl Store {
         drains: HashMap<(String, SocketAddrV4), Instant>,
     ) -> Result<Applied, StoreError> {
         let number = dp.current().number + 1;
-        let g = match Generation::rebuild(dp.current(), number, &Self::specs(&self.services)) {
+        let specs = self.health.combined(&self.services);
+        let g = match Generation::rebuild(dp.current(), number, &specs) {
             Ok(g) => g,
             Err(e) => {
                 undo.rollback_to(&mut self.services, 0);
@@ -281,6 +331,8 @@ impl Store {
         // catches up: the store must describe it even if the wait timed out.
         if dp.current().number == number {
             self.drains = drains;
+            let names: Vec<String> = undo.0.drain(..).map(|(name, _)| name).collect();
+            self.touch(names);
         } else {
             undo.rollback_to(&mut self.services, 0);
         }
@@ -307,17 +359,21 @@ impl Store {
         let config = Config::load(&path)?;
         let mut next = Store::from_config(&config, Some(path.clone()))?;
         next.publish_timeout = self.publish_timeout;
-        // What ARP learnt stays true across a reload.
+        // What ARP learnt stays true across a reload, and so do probe
+        // verdicts (the health monitor then forgets endpoints and checks the
+        // new file no longer has).
         next.learnt = self.learnt.clone();
         let number = dp.current().number + 1;
         let g = Generation::build_shared(
             number,
             &next.effective_topology(),
-            &Self::specs(&next.services),
+            &self.health.combined(&next.services),
         )?;
         let result = dp.publish(g, self.publish_timeout);
         if dp.current().number == number {
             let n = next.services.len();
+            next.health = std::mem::take(&mut self.health);
+            next.touched = Touched::All;
             *self = next;
             let apply = result?;
             return Ok((
@@ -391,6 +447,10 @@ fn validate_spec(s: &ServiceSpec) -> Result<(), StoreError> {
         ))
     })?;
     crate::service::check_recycle(s).map_err(|e| invalid(format!("service {name:?}: {e}")))?;
+    if let Some(h) = &s.health {
+        h.validate()
+            .map_err(|e| invalid(format!("service {name:?}: {e}")))?;
+    }
     validate_endpoints(name, s.table_size, &s.endpoints)
 }
 
@@ -603,6 +663,9 @@ fn stage(
         | Request::Reload { .. }
         | Request::Generation
         | Request::Status => return Err(StoreError::NotAChange("a query")),
+        Request::VipAnnounce { .. } | Request::VipWithdraw { .. } | Request::VipList => {
+            return Err(StoreError::NotAChange("an announcement request"))
+        }
     }
     Ok(())
 }

@@ -6,11 +6,13 @@
 //! the data path only looks up").
 
 mod generation;
+pub mod health;
 mod route;
 
 use std::net::Ipv4Addr;
 
 pub use generation::{BackendRef, EndpointRt, Generation, GenerationError, ServiceRt, VipKey};
+pub use health::{CheckKind, HealthCheck, HealthState};
 pub use route::{Hop, LinkSpec, RouteSpec, Topology, NO_HOP};
 
 use crate::maglev::DEFAULT_TABLE_SIZE;
@@ -123,6 +125,11 @@ pub struct ServiceSpec {
     pub hash: crate::hash::HashVersion,
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
+    /// Active health checks of the endpoints (none by default). The data
+    /// path never reads it: the control thread folds probe verdicts into
+    /// the endpoint states it compiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
     /// Opt-in recycling of long-lived connections (S2); off when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recycle: Option<RecyclePolicy>,
@@ -217,6 +224,7 @@ impl ServiceSpec {
             hash: Default::default(),
             endpoints: Vec::new(),
             recycle: None,
+            health: None,
         }
     }
 

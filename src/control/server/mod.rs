@@ -30,7 +30,10 @@ use super::store::{Store, StoreError};
 use super::Dataplane;
 use crate::service::Generation;
 
+mod ha;
 mod neighbors;
+
+pub use ha::HaOptions;
 
 const LISTENER: Token = Token(0);
 const METRICS: Token = Token(1);
@@ -96,6 +99,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("initial configuration: {0}")]
     Store(#[from] StoreError),
+    #[error("bgp: {0}")]
+    Bgp(String),
 }
 
 /// The running control thread.
@@ -147,6 +152,15 @@ impl ControlServer {
         dataplane: Dataplane<B>,
     ) -> Result<ControlHandle<B>, ServerError> {
         let store = Store::from_config(config, config_path)?;
+        let ha = HaOptions {
+            bgp: match &config.bgp {
+                Some(b) => Some(
+                    b.settings(config)
+                        .map_err(|e| ServerError::Bgp(e.to_string()))?,
+                ),
+                None => None,
+            },
+        };
         let opts = ServerOptions {
             socket: config.control.socket.clone(),
             metrics: config.control.metrics,
@@ -154,13 +168,24 @@ impl ControlServer {
             priority: config.control.priority,
             flow_state: config.control.flow_state_path(),
         };
-        ControlServer::spawn_with(opts, store, dataplane)
+        ControlServer::spawn_with_ha(opts, ha, store, dataplane)
     }
 
     /// Serves `opts.socket` for `dataplane`, after publishing `store`'s
     /// services to it.
     pub fn spawn_with<B: Send + 'static>(
         opts: ServerOptions,
+        store: Store,
+        dataplane: Dataplane<B>,
+    ) -> Result<ControlHandle<B>, ServerError> {
+        ControlServer::spawn_with_ha(opts, HaOptions::default(), store, dataplane)
+    }
+
+    /// [`ControlServer::spawn_with`], announcing VIPs over BGP when `ha`
+    /// says so.
+    pub fn spawn_with_ha<B: Send + 'static>(
+        opts: ServerOptions,
+        ha: HaOptions,
         mut store: Store,
         mut dataplane: Dataplane<B>,
     ) -> Result<ControlHandle<B>, ServerError> {
@@ -190,6 +215,13 @@ impl ControlServer {
         if let Some(path) = &opts.flow_state {
             restore_flows(path, &dataplane);
         }
+        let ha = match ha::Ha::start(ha, waker.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = std::fs::remove_file(&opts.socket);
+                return Err(e);
+            }
+        };
         tracing::info!(socket = %opts.socket.display(), generation = dataplane.current().number, "control socket ready");
         let mut neighbors = Neighbors::new(
             store
@@ -224,6 +256,7 @@ impl ControlServer {
             arp_epoch: Instant::now(),
             arp_seen: None,
             arp_hops: HashMap::new(),
+            ha,
         };
         // Tell the segments where sluice's addresses and VIPs live.
         let garp = lp.arp.announce();
@@ -401,13 +434,17 @@ struct Loop<B: Send + 'static> {
     /// so a change to one service costs that service, not a pass over
     /// every endpoint.
     arp_hops: HashMap<Ipv4Addr, u32>,
+    /// Health checks and VIP announcements.
+    ha: ha::Ha,
 }
 
 impl<B: Send + 'static> Loop<B> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         let mut work: Vec<Work> = Vec::new();
-        while !self.stop.load(Ordering::Acquire) {
+        // A planned stop keeps the loop going while the VIPs are withdrawn
+        // and the routers converge (see `ha_stopping`).
+        while !self.stop.load(Ordering::Acquire) || self.ha_stopping() {
             let timeout = self
                 .store
                 .next_deadline()
@@ -454,10 +491,12 @@ impl<B: Send + 'static> Loop<B> {
                     }
                 }
             }
+            self.ha_step();
             for i in 0..self.conns.len() {
                 self.flush(i);
             }
         }
+        self.ha.shutdown();
         let _ = std::fs::remove_file(&self.socket);
     }
 
@@ -583,7 +622,10 @@ impl<B: Send + 'static> Loop<B> {
                 let ok =
                     c.input.starts_with(b"GET /metrics ") || c.input.starts_with(b"GET /metrics?");
                 let body = if ok {
-                    query::metrics_text(&self.dp, &self.store)
+                    query::metrics_text(&self.dp, &self.store).map(|mut t| {
+                        t.push_str(&ha::metrics(&self.ha, &self.store));
+                        t
+                    })
                 } else {
                     Err(ErrorBody::new(
                         ErrorKind::UnknownOp,
@@ -691,6 +733,7 @@ impl<B: Send + 'static> Loop<B> {
             Request::Reload { path } => match self.store.reload(&mut self.dp, path.as_deref()) {
                 Ok((a, path, services)) => {
                     tracing::info!(path = %path.display(), generation = a.generation, "configuration reloaded");
+                    self.ha_reloaded(&path);
                     Ok(Outcome::Reloaded {
                         path: path.display().to_string(),
                         services,
@@ -713,6 +756,9 @@ impl<B: Send + 'static> Loop<B> {
                     workers_ready: workers_ready as u32,
                     services: self.store.services().count(),
                 }))
+            }
+            Request::VipList | Request::VipAnnounce { .. } | Request::VipWithdraw { .. } => {
+                self.ha_query(req)
             }
             _ => Err(ErrorBody::new(
                 ErrorKind::Invalid,
