@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Sequential HTTP requests on fresh TCP connections, tallied by backend.
 
-    lab_client.py HOST PORT COUNT [--timeout S] [--keepalive N]
+    lab_client.py HOST PORT COUNT [--timeout S] [--keepalive N] [--gap-ms G]
 
 Each request opens a new connection (like a client with no pool: S1), asks
 for /who, and counts the body (the backend's name). With --keepalive N, N
-requests share each connection instead. Prints one JSON line:
+requests share each connection instead. --gap-ms G waits G ms after each
+request (so a polling balancer goes idle in between). Prints one JSON line:
 {"ok": n, "errors": n, "backends": {"b1": n, ...}, "error_kinds": {...}}
 """
 import http.client
 import json
 import sys
+import time
 
 
 def main():
@@ -25,6 +27,7 @@ def main():
         timeout = float(args[args.index("--timeout") + 1])
     if "--keepalive" in args:
         keepalive = int(args[args.index("--keepalive") + 1])
+    gap = float(args[args.index("--gap-ms") + 1]) / 1000 if "--gap-ms" in args else 0.0
     tally, errors, kinds = {}, 0, {}
     conn = None
     for i in range(count):
@@ -46,6 +49,8 @@ def main():
             if conn is not None:
                 conn.close()
             conn = None
+        if gap:
+            time.sleep(gap)
     print(json.dumps({"ok": count - errors, "errors": errors, "backends": tally, "error_kinds": kinds}))
 
 

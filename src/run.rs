@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::control::config::{Backend, Config, ConfigError};
 use crate::control::{ControlServer, Dataplane};
@@ -46,6 +46,10 @@ impl RunError {
 
 /// Runs until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<(), RunError> {
+    // Start-up phases are logged with the time since this point, so a
+    // restart's cost can be read off the log (scripts/bench_restart.sh).
+    let started = Instant::now();
+    tracing::info!("starting");
     let mut config = Config::load(path)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -54,30 +58,18 @@ pub fn run(path: &Path) -> Result<(), RunError> {
     let workers = config.dataplane.workers.max(1);
     match config.dataplane.backend {
         Backend::Afpacket => {
-            use crate::port::afpacket::{AfPacketPort, RingConfig};
+            use crate::port::afpacket::RingConfig;
             for i in config.interface.iter_mut() {
                 if i.mac.is_none() {
                     i.mac = Some(interface_mac(&i.name)?);
                 }
             }
-            let mut ports = Vec::with_capacity(workers);
-            for w in 0..workers {
-                let mut mine = Vec::new();
-                for i in &config.interface {
-                    let p = AfPacketPort::open(
-                        &i.name,
-                        w as u32,
-                        workers as u32,
-                        RingConfig::default(),
-                    )
-                    .map_err(|e| RunError::on(&i.name, e))?;
-                    mine.push(p);
-                }
-                ports.push(mine);
-            }
+            let names: Vec<&str> = config.interface.iter().map(|i| i.name.as_str()).collect();
+            let ports = open_afpacket_ports(&names, workers, RingConfig::default())?;
+            ports_open(started);
             serve(&config, path, ports, &stop)
         }
-        Backend::Dpdk => run_dpdk(&mut config, path, workers, &stop),
+        Backend::Dpdk => run_dpdk(&mut config, path, workers, &stop, started),
         Backend::Mem => {
             // No wire: a data plane that never sees a packet, for trying the
             // control plane (config, socket, ctl) without privileges.
@@ -101,9 +93,14 @@ fn run_dpdk(
     path: &Path,
     workers: usize,
     stop: &Arc<AtomicBool>,
+    started: Instant,
 ) -> Result<(), RunError> {
     use crate::port::dpdk::{DeviceConfig, DpdkDevice, Eal};
     let eal = Eal::init(&config.dataplane.eal_args).map_err(|e| RunError::Port(e.to_string()))?;
+    tracing::info!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "DPDK EAL initialised"
+    );
     let dev_cfg = DeviceConfig {
         queues: workers as u16,
         ..DeviceConfig::default()
@@ -126,14 +123,72 @@ fn run_dpdk(
         }
         ports.push(mine);
     }
+    ports_open(started);
     let r = serve(config, path, ports, stop);
     drop(devices);
     r
 }
 
 #[cfg(not(feature = "dpdk"))]
-fn run_dpdk(_: &mut Config, _: &Path, _: usize, _: &Arc<AtomicBool>) -> Result<(), RunError> {
+fn run_dpdk(
+    _: &mut Config,
+    _: &Path,
+    _: usize,
+    _: &Arc<AtomicBool>,
+    _: Instant,
+) -> Result<(), RunError> {
     Err(RunError::NoDpdk)
+}
+
+fn ports_open(started: Instant) {
+    tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "ports open");
+}
+
+/// Opens every worker's share of every interface, all at once: setting up
+/// a ring waits for an RCU grace period in the kernel (10-15 ms here), and
+/// opened one after the other those waits added up at every start. The
+/// sockets belong to this process's network namespace whichever thread
+/// opens them. Returns `ports[worker][interface]`.
+fn open_afpacket_ports(
+    names: &[&str],
+    workers: usize,
+    ring: crate::port::afpacket::RingConfig,
+) -> Result<Vec<Vec<crate::port::afpacket::AfPacketPort>>, RunError> {
+    use crate::port::afpacket::AfPacketPort;
+    let opened: Vec<Vec<Result<AfPacketPort, RunError>>> = std::thread::scope(|s| {
+        let handles: Vec<Vec<_>> = (0..workers)
+            .map(|w| {
+                names
+                    .iter()
+                    .map(|&name| {
+                        s.spawn(move || {
+                            AfPacketPort::open(name, w as u32, workers as u32, ring)
+                                .map_err(|e| RunError::on(name, e))
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|hs| {
+                hs.into_iter()
+                    .zip(names)
+                    .map(|(h, name)| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(RunError::on(name, "opening the port panicked"))
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    // The first error by worker and interface order, as a sequential open
+    // would have reported it; every port opened meanwhile is closed.
+    opened
+        .into_iter()
+        .map(|mine| mine.into_iter().collect())
+        .collect()
 }
 
 /// The MAC address of a kernel interface (in this network namespace).

@@ -4,8 +4,17 @@
 //! addresses and VIPs, learns neighbors from requests and replies, resolves
 //! the next hops the data path needs (backends, gateways) by sending
 //! requests through a worker, re-resolves before entries expire, and gives
-//! up on silent neighbors after a few tries (the data path then drops
-//! packets to them with `neighbor_unresolved`, rather than queueing them).
+//! up on silent neighbors after a few tries.
+//!
+//! Frames the data path could not send for want of a neighbor's MAC wait
+//! in a [`HoldQueue`] (a few per neighbor, as the kernel's neighbor queues
+//! hold them) until the neighbor answers, and are given back to the data
+//! path then; a neighbor that never answers has its frames dropped.
+//!
+//! Learnt neighbors outlive the process (the control loop saves them); a
+//! new instance starts with them ([`Neighbors::restore`]) and revalidates
+//! each by ARP at once, forgetting those that do not answer.
+//!
 //! Pure logic over explicit `now` values: the control loop feeds it frames
 //! and ticks and sends what it returns.
 
@@ -89,6 +98,8 @@ pub struct ArpStats {
     pub learnt: u64,
     pub unresolved: u64,
     pub ignored: u64,
+    /// Entries taken from a previous instance (revalidated by ARP).
+    pub restored: u64,
 }
 
 /// The neighbor table and what it still has to ask.
@@ -231,6 +242,53 @@ impl Neighbors {
             .iter()
             .filter_map(|(a, e)| e.mac.map(|m| (*a, m)))
             .collect()
+    }
+
+    /// The neighbors learnt (not configured) with a known MAC, and the port
+    /// each lives on: what a later instance may start from.
+    pub fn learnt(&self) -> Vec<(Ipv4Addr, MacAddr, u16)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.state != State::Static)
+            .filter_map(|(a, e)| e.mac.map(|m| (*a, m, e.port)))
+            .collect()
+    }
+
+    /// Neighbors a previous instance learnt: usable at once (the data path
+    /// needs them before anyone re-asks), and each asked for again at the
+    /// next tick; one that does not answer within `tries` requests is
+    /// forgotten. Entries on no link of this configuration, or already
+    /// known, are skipped. Returns how many were taken.
+    pub fn restore(
+        &mut self,
+        entries: impl IntoIterator<Item = (Ipv4Addr, MacAddr)>,
+        now: Duration,
+    ) -> usize {
+        let mut taken = 0;
+        for (addr, mac) in entries {
+            if self.entries.contains_key(&addr) || mac.is_multicast() {
+                continue;
+            }
+            let Some(port) = self.port_for(addr) else {
+                continue;
+            };
+            self.entries.insert(
+                addr,
+                Entry {
+                    mac: Some(mac),
+                    port,
+                    state: State::Probing {
+                        sent: 0,
+                        last: Duration::ZERO,
+                    },
+                    expires: now + self.timers.retry * self.timers.tries,
+                    wanted: false,
+                },
+            );
+            taken += 1;
+        }
+        self.stats.restored += taken as u64;
+        taken
     }
 
     /// Next hops asked `tries` times without an answer.
@@ -429,6 +487,127 @@ impl Neighbors {
     }
 }
 
+/// How many frames may wait for neighbors, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldLimits {
+    /// Frames per neighbor (the oldest goes when a new one comes).
+    pub per_neighbor: usize,
+    /// Frames in all.
+    pub total: usize,
+    /// A frame older than this is dropped: its neighbor did not answer.
+    pub max_age: Duration,
+}
+
+impl Default for HoldLimits {
+    fn default() -> Self {
+        HoldLimits {
+            // Enough for the first packets of a few connections; the kernel
+            // holds up to 101 (unres_qlen), but frames held longer than a
+            // retransmission timeout only duplicate what the sender re-sends.
+            per_neighbor: 16,
+            total: 1024,
+            max_age: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Counters of a [`HoldQueue`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HoldStats {
+    pub held: u64,
+    pub released: u64,
+    /// Dropped because a queue was full or the neighbor never answered.
+    pub dropped: u64,
+}
+
+/// Frames waiting for their next hop's MAC, by next hop (`None`: a next
+/// hop the control thread cannot name from the frame, such as a backend
+/// chosen by the data path; those go back at every change of neighbors).
+#[derive(Debug)]
+pub struct HoldQueue<T> {
+    queues: BTreeMap<Option<Ipv4Addr>, std::collections::VecDeque<(Duration, T)>>,
+    total: usize,
+    limits: HoldLimits,
+    pub stats: HoldStats,
+}
+
+impl<T> HoldQueue<T> {
+    pub fn new(limits: HoldLimits) -> HoldQueue<T> {
+        HoldQueue {
+            queues: BTreeMap::new(),
+            total: 0,
+            limits,
+            stats: HoldStats::default(),
+        }
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Holds `item` for `hop`. A full queue drops its oldest frame (the
+    /// newest says most about what the sender still waits for).
+    pub fn hold(&mut self, hop: Option<Ipv4Addr>, item: T, now: Duration) {
+        if self.total >= self.limits.total {
+            self.stats.dropped += 1;
+            return;
+        }
+        let q = self.queues.entry(hop).or_default();
+        if q.len() >= self.limits.per_neighbor {
+            q.pop_front();
+            self.total -= 1;
+            self.stats.dropped += 1;
+        }
+        q.push_back((now, item));
+        self.total += 1;
+        self.stats.held += 1;
+    }
+
+    /// Takes the frames whose next hop `resolved` now knows, and those
+    /// whose next hop is unnamed, oldest first.
+    pub fn release(&mut self, resolved: impl Fn(Ipv4Addr) -> bool) -> Vec<T> {
+        let ready: Vec<Option<Ipv4Addr>> = self
+            .queues
+            .keys()
+            .filter(|h| h.map_or(true, &resolved))
+            .copied()
+            .collect();
+        let mut out = Vec::new();
+        for h in ready {
+            if let Some(q) = self.queues.remove(&h) {
+                self.total -= q.len();
+                out.extend(q.into_iter().map(|(_, t)| t));
+            }
+        }
+        self.stats.released += out.len() as u64;
+        out
+    }
+
+    /// Drops frames older than the limit; returns how many.
+    pub fn expire(&mut self, now: Duration) -> usize {
+        let max_age = self.limits.max_age;
+        let mut gone = 0;
+        self.queues.retain(|_, q| {
+            while q
+                .front()
+                .is_some_and(|(t, _)| now.saturating_sub(*t) > max_age)
+            {
+                q.pop_front();
+                gone += 1;
+            }
+            !q.is_empty()
+        });
+        self.total -= gone;
+        self.stats.dropped += gone as u64;
+        gone
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,5 +791,78 @@ mod tests {
         assert!(out
             .iter()
             .all(|o| arp_of(o).sender_proto_addr == arp_of(o).target_proto_addr));
+    }
+
+    #[test]
+    fn restored_neighbors_are_usable_at_once_revalidated_and_forgotten_if_silent() {
+        let mut n = nb();
+        let (b1, b2) = (Ipv4Addr::new(10, 200, 2, 11), Ipv4Addr::new(10, 200, 2, 12));
+        let b2_mac = MacAddr([2, 0, 0, 0, 2, 12]);
+        let taken = n.restore(
+            [
+                (b1, B1),
+                (b2, b2_mac),
+                (Ipv4Addr::new(192, 0, 2, 1), B1), // on no link
+                (Ipv4Addr::new(10, 200, 2, 13), MacAddr::BROADCAST),
+            ],
+            Duration::ZERO,
+        );
+        assert_eq!(taken, 2);
+        assert_eq!(n.resolved(), vec![(b1, B1), (b2, b2_mac)]);
+        // Both asked for at the first tick.
+        let (out, _) = n.tick(Duration::from_millis(1));
+        let asked: Vec<Ipv4Addr> = out.iter().map(|o| arp_of(o).target_proto_addr).collect();
+        assert_eq!(asked, vec![b1, b2]);
+        // b1 answers; b2 stays silent and is forgotten after its tries.
+        n.on_frame(
+            0,
+            &reply_from([10, 200, 2, 11], B1),
+            Duration::from_millis(2),
+        );
+        for s in 1..5 {
+            n.tick(Duration::from_secs(s));
+        }
+        assert_eq!(n.resolved(), vec![(b1, B1)]);
+        assert_eq!(n.learnt(), vec![(b1, B1, 0)]);
+        assert_eq!(n.stats.restored, 2);
+    }
+
+    #[test]
+    fn learnt_leaves_out_configured_neighbors() {
+        let mut n = nb();
+        n.add_static(Ipv4Addr::new(10, 200, 2, 1), B1);
+        n.want([Ipv4Addr::new(10, 200, 2, 11)]);
+        n.tick(Duration::ZERO);
+        n.on_frame(0, &reply_from([10, 200, 2, 11], B1), Duration::ZERO);
+        assert_eq!(n.learnt(), vec![(Ipv4Addr::new(10, 200, 2, 11), B1, 0)]);
+    }
+
+    #[test]
+    fn held_frames_wait_for_their_neighbor_within_bounds() {
+        let limits = HoldLimits {
+            per_neighbor: 2,
+            total: 3,
+            max_age: Duration::from_secs(3),
+        };
+        let mut q = HoldQueue::new(limits);
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        q.hold(Some(a), 1, Duration::ZERO);
+        q.hold(Some(a), 2, Duration::ZERO);
+        q.hold(Some(a), 3, Duration::ZERO); // a's oldest (1) goes
+        q.hold(Some(b), 4, Duration::from_secs(2));
+        q.hold(None, 5, Duration::from_secs(2)); // over the total: dropped
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.stats.dropped, 2);
+        // b resolves: its frame, not a's.
+        assert_eq!(q.release(|h| h == b), vec![4]);
+        q.hold(None, 6, Duration::from_secs(2));
+        // Unnamed next hops go back at any release.
+        assert_eq!(q.release(|_| false), vec![6]);
+        // a never answers: its frames age out.
+        assert_eq!(q.expire(Duration::from_secs(3)), 0);
+        assert_eq!(q.expire(Duration::from_millis(3001)), 2);
+        assert!(q.is_empty());
+        assert_eq!(q.stats.released, 2);
+        assert_eq!(q.stats.held, 5);
     }
 }

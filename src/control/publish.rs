@@ -11,12 +11,36 @@ use crossbeam_channel::{bounded, Sender, TrySendError};
 use super::sched::Wait;
 use crate::flow::{FlowKey, SavedFlow};
 use crate::hash::owner_worker;
+use crate::port::wait::Doorbell;
 use crate::port::Port;
 use crate::service::Generation;
 use crate::worker::{
-    Counters, EndpointCounters, EndpointStat, FlowInfo, Plumbing, Punted, Restored, SharedCounters,
-    Worker, WorkerConfig, WorkerRequest,
+    Counters, EndpointCounters, EndpointStat, FlowInfo, Held, Plumbing, Punted, Restored,
+    SharedCounters, Worker, WorkerConfig, WorkerRequest,
 };
+
+/// A restore sent to the workers ([`Dataplane::send_restore`]).
+pub struct PendingRestore {
+    replies: Vec<crossbeam_channel::Receiver<Restored>>,
+}
+
+impl PendingRestore {
+    /// Waits for every worker's answer.
+    pub fn wait(self, timeout: Duration) -> Result<Restored, PublishError> {
+        let start = Instant::now();
+        let mut total = Restored::default();
+        for (w, rx) in self.replies.into_iter().enumerate() {
+            let r = rx
+                .recv_timeout(timeout.saturating_sub(start.elapsed()))
+                .map_err(|_| PublishError::NoAnswer {
+                    worker: w as u32,
+                    waited_ms: start.elapsed().as_millis() as u64,
+                })?;
+            total.add(&r);
+        }
+        Ok(total)
+    }
+}
 
 /// What a worker reports besides its counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,21 +105,24 @@ impl<B: Send + 'static> Dataplane<B> {
             let (tx, rx) = bounded(4);
             let shared = Arc::new(SharedCounters::default());
             shared.generation.store(current.number, Ordering::Release);
-            let worker = Worker::new(
-                cfg.clone(),
-                ports,
+            let (req_tx, req_rx) = bounded(64);
+            dp.requests.push(req_tx);
+            let (gen, sh, pl, name) = (
                 current.clone(),
-                rx,
                 shared.clone(),
                 plumbing.clone(),
-                epoch,
+                format!("sluice-w{}", cfg.id),
             );
-            let (req_tx, req_rx) = bounded(64);
-            let worker = worker.with_requests(req_rx);
-            dp.requests.push(req_tx);
+            // Each worker builds its flow table on its own thread: tens of
+            // milliseconds of page faults per million flows, in parallel
+            // rather than one worker after the other before any runs.
             let handle = std::thread::Builder::new()
-                .name(format!("sluice-w{}", cfg.id))
-                .spawn(move || worker.run())
+                .name(name)
+                .spawn(move || {
+                    Worker::new(cfg, ports, gen, rx, sh, pl, epoch)
+                        .with_requests(req_rx)
+                        .run()
+                })
                 .expect("spawning a worker thread");
             dp.senders.push(tx);
             dp.shared.push(shared);
@@ -136,7 +163,10 @@ impl<B: Send + 'static> Dataplane<B> {
             let mut spins = 0u32;
             loop {
                 match tx.try_send(g) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        self.plumbing.wake(i);
+                        break;
+                    }
                     Err(TrySendError::Full(back)) => {
                         if start.elapsed() > timeout {
                             return Err(self.timeout(number, start));
@@ -235,6 +265,7 @@ impl<B: Send + 'static> Dataplane<B> {
         self.requests[w]
             .send_timeout(make(tx), timeout)
             .map_err(|_| no_answer())?;
+        self.plumbing.wake(w);
         rx.recv_timeout(timeout.saturating_sub(start.elapsed()))
             .map_err(|_| no_answer())
     }
@@ -261,13 +292,16 @@ impl<B: Send + 'static> Dataplane<B> {
         Ok(all)
     }
 
-    /// Gives a snapshot's flows back, each to the worker that owns it now
-    /// (the worker count may have changed since the snapshot).
-    pub fn restore_flows(
+    /// Sends a snapshot's flows, each to the worker that owns it now (the
+    /// worker count may have changed since the snapshot), to be restored
+    /// under generation `generation`: call before publishing it, then
+    /// [`PendingRestore::wait`] after.
+    pub fn send_restore(
         &self,
         flows: Vec<SavedFlow>,
+        generation: u64,
         timeout: Duration,
-    ) -> Result<Restored, PublishError> {
+    ) -> Result<PendingRestore, PublishError> {
         let n = self.requests.len();
         let mut parts = vec![Vec::new(); n];
         for f in flows {
@@ -276,15 +310,26 @@ impl<B: Send + 'static> Dataplane<B> {
                 part.push(f);
             }
         }
-        let mut total = Restored::default();
+        let mut replies = Vec::with_capacity(n);
         for (w, flows) in parts.into_iter().enumerate() {
-            let r = self.ask(w, timeout, |reply| WorkerRequest::RestoreFlows {
-                flows,
-                reply,
-            })?;
-            total.add(&r);
+            let (tx, rx) = bounded(1);
+            self.requests[w]
+                .send_timeout(
+                    WorkerRequest::RestoreFlows {
+                        flows,
+                        generation,
+                        reply: tx,
+                    },
+                    timeout,
+                )
+                .map_err(|_| PublishError::NoAnswer {
+                    worker: w as u32,
+                    waited_ms: timeout.as_millis() as u64,
+                })?;
+            self.plumbing.wake(w);
+            replies.push(rx);
         }
-        Ok(total)
+        Ok(PendingRestore { replies })
     }
 
     /// Up to `limit` flows, gathered from every worker in turn.
@@ -338,10 +383,13 @@ impl<B: Send + 'static> Dataplane<B> {
     /// Queues a frame for worker `worker` to send on `port` (frames sluice
     /// originates: ARP). `false` if that worker's queue is full or absent.
     pub fn inject(&self, worker: usize, port: u16, frame: Vec<u8>) -> bool {
-        self.plumbing
+        let queued = self
+            .plumbing
             .injects
             .get(worker)
-            .is_some_and(|q| q.push((port, frame)).is_ok())
+            .is_some_and(|q| q.push((port, frame)).is_ok());
+        self.plumbing.wake(worker);
+        queued
     }
 
     /// Takes a frame the workers punted (ARP), if any.
@@ -349,9 +397,31 @@ impl<B: Send + 'static> Dataplane<B> {
         self.plumbing.punts.pop()
     }
 
+    /// Takes a frame a worker holds for an unresolved neighbor, if any.
+    pub fn take_held(&self) -> Option<Held> {
+        self.plumbing.held.pop()
+    }
+
+    /// Gives a held frame back to `worker`, to process again as arrived on
+    /// `port`. `false` if that worker's queue is full or absent.
+    pub fn reinject(&self, worker: usize, port: u16, frame: Vec<u8>) -> bool {
+        let queued = self
+            .plumbing
+            .reinjects
+            .get(worker)
+            .is_some_and(|q| q.push((port, frame)).is_ok());
+        self.plumbing.wake(worker);
+        queued
+    }
+
+    /// Rung by workers when they punt or hold a frame.
+    pub fn control_bell(&self) -> &Arc<Doorbell> {
+        &self.plumbing.control_bell
+    }
+
     /// Stops every worker and returns their final counters.
     pub fn stop(self) -> Vec<Counters> {
-        self.plumbing.stop.store(true, Ordering::Relaxed);
+        self.plumbing.stop_all();
         self.handles
             .into_iter()
             .map(|h| h.join().unwrap_or_default())

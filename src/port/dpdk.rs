@@ -61,6 +61,7 @@ use super::HEADROOM;
 
 mod device;
 mod queue;
+mod wake;
 
 pub use device::{DeviceConfig, DeviceStats, DpdkDevice, LinkStatus, RssConfig, RssKey, RssState};
 pub use queue::{DpdkPort, Mbuf};

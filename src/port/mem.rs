@@ -3,10 +3,12 @@
 //! Both lend [`MemBuf`]s, heap frames with [`HEADROOM`] in front, and recycle
 //! them through a per-port free list so steady state allocates nothing.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
+use super::wait::Doorbell;
 use super::{PacketBuf, Port, PortStats, HEADROOM};
 
 /// Bytes of storage behind every [`MemBuf`] (headroom + a full 1500-byte
@@ -159,12 +161,17 @@ impl Pool {
 pub struct MemWire {
     rx: Arc<ArrayQueue<MemBuf>>,
     tx: Arc<ArrayQueue<MemBuf>>,
+    /// Rung after each injected frame: the port's receive event, so a
+    /// worker sleeping on it wakes as it would for a NIC's.
+    bell: Arc<Doorbell>,
 }
 
 impl MemWire {
     /// Puts a frame on the wire towards sluice; `false` if the ring is full.
     pub fn inject(&self, frame: &[u8]) -> bool {
-        self.rx.push(MemBuf::from_bytes(frame)).is_ok()
+        let ok = self.rx.push(MemBuf::from_bytes(frame)).is_ok();
+        self.bell.ring();
+        ok
     }
 
     /// Takes one frame sluice sent, if any.
@@ -197,6 +204,7 @@ impl QueuePort {
         let wire = MemWire {
             rx: Arc::new(ArrayQueue::new(depth)),
             tx: Arc::new(ArrayQueue::new(depth)),
+            bell: Arc::new(Doorbell::new()),
         };
         let port = QueuePort {
             wire: wire.clone(),
@@ -252,6 +260,22 @@ impl Port for QueuePort {
 
     fn stats(&self) -> PortStats {
         self.stats
+    }
+
+    fn rx_event_fd(&self) -> Option<RawFd> {
+        self.wire.bell.fd()
+    }
+
+    fn arm_rx_event(&mut self) -> bool {
+        self.wire.bell.arm();
+        // A frame injected before the bell was armed rang nobody.
+        self.wire.rx.is_empty()
+    }
+
+    fn disarm_rx_event(&mut self) {
+        // Consumes a ring if there was one (one read of a non-blocking
+        // eventfd; this port is for tests).
+        self.wire.bell.disarm(true);
     }
 }
 

@@ -16,6 +16,9 @@ pub mod afpacket;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod mem;
+pub mod wait;
+
+use std::os::fd::RawFd;
 
 /// Room kept in front of every received or allocated frame so that a later
 /// encapsulation mode (IP-in-IP, GUE) can prepend headers without a copy.
@@ -85,4 +88,26 @@ pub trait Port {
 
     /// Backend counters for this queue.
     fn stats(&self) -> PortStats;
+
+    /// A descriptor that polls readable once this queue has frames for
+    /// `rx_burst` (or fails), for an idle worker to sleep on until traffic
+    /// returns; `None` when the backend has none, and the worker naps for a
+    /// fixed time instead (see `IdlePolicy`). Asked before every sleep: a
+    /// re-opened queue may have a new one.
+    fn rx_event_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// The worker is about to sleep on [`Port::rx_event_fd`]: a backend
+    /// whose event costs something while nobody waits (an interrupt, a
+    /// doorbell socket) turns it on here. Returns `false` when frames are
+    /// already waiting (the worker then polls instead of sleeping): a frame
+    /// that arrived between the worker's last poll and this call may have
+    /// raised no event.
+    fn arm_rx_event(&mut self) -> bool {
+        true
+    }
+
+    /// The worker woke up: turn the event off again, consume it.
+    fn disarm_rx_event(&mut self) {}
 }

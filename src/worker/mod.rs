@@ -34,6 +34,7 @@ pub use verdict::{Answer, AnswerKind, DropReason, Verdict};
 
 use crate::flow::{FlowEntry, FlowId, FlowKey, FlowTable, SavedFlow, Tick, Timeouts};
 use crate::hash::owner_worker;
+use crate::port::wait::{self, Doorbell};
 use crate::port::{PacketBuf, Port};
 use crate::service::Generation;
 use crate::wire::ethernet::EthernetFrame;
@@ -53,10 +54,24 @@ const BATCHED_LOOKUP_MIN_FLOWS: usize = 1 << 17;
 pub enum IdlePolicy {
     /// Spin (bare metal: the core is sluice's alone).
     BusyPoll,
-    /// After `spin_polls` empty polls, sleep `sleep_us` microseconds between
-    /// polls until traffic returns: bounded wake-up latency, little CPU.
+    /// After `spin_polls` empty polls, sleep until there is work: blocked in
+    /// `ppoll(2)` on every port's receive event and the worker's doorbell
+    /// (rung by the control thread and by workers handing it packets), so
+    /// the first packet after an idle spell waits for a scheduler wake-up,
+    /// not a timer. A port with no event to block on (see
+    /// [`Port::rx_event_fd`]) bounds each sleep to `sleep_us` microseconds
+    /// instead, with a 1 us timer slack.
     Backoff { spin_polls: u32, sleep_us: u32 },
 }
+
+/// Longest sleep of an idle worker whose ports all have receive events:
+/// it wakes this often anyway to age its flows and publish its counters.
+const IDLE_TICK: Duration = Duration::from_millis(10);
+
+/// An idle worker's tick ages this many times its per-poll budget of flow
+/// slots, so a quiet table still expires its flows (a busy worker polls
+/// thousands of times per tick).
+const IDLE_EXPIRE_FACTOR: usize = 256;
 
 /// How one worker is set up.
 #[derive(Clone, Debug)]
@@ -101,6 +116,20 @@ pub type Handoff<B> = (u16, B);
 /// control thread must not hold data-path buffers.
 pub type Punted = (u16, Vec<u8>);
 
+/// A frame whose next hop's MAC address is not known yet, held (copied) on
+/// the control thread while it resolves the neighbor, and given back to the
+/// worker that processed it once the neighbor is known, as the kernel holds
+/// packets in a neighbor's queue instead of dropping them.
+#[derive(Debug)]
+pub struct Held {
+    pub worker: u32,
+    /// The port it arrived on.
+    pub port: u16,
+    /// The frame as it arrived (nothing is rewritten before the next hop
+    /// is looked up).
+    pub frame: Vec<u8>,
+}
+
 /// Rings shared between workers and with the control thread.
 pub struct Plumbing<B> {
     /// Every worker's inbox, indexed by worker id.
@@ -112,6 +141,19 @@ pub struct Plumbing<B> {
     pub injects: Vec<Arc<ArrayQueue<Punted>>>,
     /// Set to stop every worker.
     pub stop: Arc<AtomicBool>,
+    /// Every worker's doorbell, indexed by worker id: rung after putting
+    /// something in its inbox, inject queue, generation or request channel,
+    /// so that a sleeping worker wakes for it (see `port::wait`).
+    pub doorbells: Vec<Arc<Doorbell>>,
+    /// Frames waiting for a neighbor, for the control thread.
+    pub held: Arc<ArrayQueue<Held>>,
+    /// Held frames given back once their neighbor is known, per worker:
+    /// processed again as if they had just arrived on the port.
+    pub reinjects: Vec<Arc<ArrayQueue<Punted>>>,
+    /// Rung after a punt or a held frame, so the control thread answers an
+    /// ARP request or resolves a neighbor at once rather than at its next
+    /// timer.
+    pub control_bell: Arc<Doorbell>,
 }
 
 impl<B> Clone for Plumbing<B> {
@@ -121,6 +163,10 @@ impl<B> Clone for Plumbing<B> {
             punts: self.punts.clone(),
             injects: self.injects.clone(),
             stop: self.stop.clone(),
+            doorbells: self.doorbells.clone(),
+            held: self.held.clone(),
+            reinjects: self.reinjects.clone(),
+            control_bell: self.control_bell.clone(),
         }
     }
 }
@@ -136,6 +182,28 @@ impl<B> Plumbing<B> {
                 .map(|_| Arc::new(ArrayQueue::new(256)))
                 .collect(),
             stop: Arc::new(AtomicBool::new(false)),
+            doorbells: (0..workers).map(|_| Arc::new(Doorbell::new())).collect(),
+            held: Arc::new(ArrayQueue::new(1024)),
+            reinjects: (0..workers)
+                .map(|_| Arc::new(ArrayQueue::new(256)))
+                .collect(),
+            control_bell: Arc::new(Doorbell::new()),
+        }
+    }
+
+    /// Wakes worker `worker` if it sleeps; call after giving it work.
+    #[inline]
+    pub fn wake(&self, worker: usize) {
+        if let Some(d) = self.doorbells.get(worker) {
+            d.ring();
+        }
+    }
+
+    /// Sets the stop flag and wakes every worker to see it.
+    pub fn stop_all(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for d in &self.doorbells {
+            d.ring();
         }
     }
 }
@@ -194,6 +262,11 @@ pub struct Worker<P: Port> {
     icmp_limit: answer::TokenBucket,
     /// Connection recycling (S2) over this worker's flows.
     recycler: recycle::Recycler,
+    /// A flow snapshot waiting for the generation it was saved for.
+    pending_restore: Option<(Vec<SavedFlow>, u64, crossbeam_channel::Sender<Restored>)>,
+    /// What an idle sleep polls (ports' events, the doorbell), kept to
+    /// sleep without allocating.
+    pollfds: Vec<libc::pollfd>,
 }
 
 impl<P: Port> Worker<P> {
@@ -237,6 +310,8 @@ impl<P: Port> Worker<P> {
                 answer::ICMP_ERRORS_BURST,
             ),
             recycler: recycle::Recycler::default(),
+            pending_restore: None,
+            pollfds: Vec::with_capacity(nports + 1),
         }
         .with_endpoint_counters()
     }
@@ -313,14 +388,34 @@ impl<P: Port> Worker<P> {
                         .collect();
                     let _ = reply.send(v);
                 }
-                // Needs the worker mutably: after the loop.
-                WorkerRequest::RestoreFlows { flows, reply } => {
-                    restore = Some((flows, reply));
+                // Needs the worker mutably, and the generation it is for.
+                WorkerRequest::RestoreFlows {
+                    flows,
+                    generation,
+                    reply,
+                } => {
+                    restore = Some((flows, generation, reply));
                     break;
                 }
             }
         }
-        if let Some((flows, reply)) = restore {
+        if let Some(r) = restore {
+            self.pending_restore = Some(r);
+            self.restore_when_ready(now);
+        }
+    }
+
+    /// Restores a pending snapshot once the worker runs its generation
+    /// (called after each generation switch, before any packet).
+    fn restore_when_ready(&mut self, now: Tick) {
+        let ready = self
+            .pending_restore
+            .as_ref()
+            .is_some_and(|(_, g, _)| self.gen.number >= *g);
+        if !ready {
+            return;
+        }
+        if let Some((flows, _, reply)) = self.pending_restore.take() {
             let r = self.restore_flows(flows, now);
             let _ = reply.send(r);
         }
@@ -425,6 +520,9 @@ impl<P: Port> Worker<P> {
         if let Some(core) = self.cfg.core {
             core_affinity::set_for_current(core_affinity::CoreId { id: core });
         }
+        // Naps (ports without receive events) end within a microsecond of
+        // their deadline rather than the default 50 us of timer slack.
+        wait::set_timer_slack(Duration::from_micros(1));
         self.shared
             .generation
             .store(self.gen.number, Ordering::Release);
@@ -436,19 +534,20 @@ impl<P: Port> Worker<P> {
             if got == 0 {
                 empty_polls = empty_polls.saturating_add(1);
                 self.counters.idle_polls += 1;
-                self.publish_counters();
-                if let IdlePolicy::Backoff {
-                    spin_polls,
-                    sleep_us,
-                } = self.cfg.idle
-                {
-                    if empty_polls > spin_polls {
-                        std::thread::sleep(Duration::from_micros(u64::from(sleep_us)));
-                    } else {
+                match self.cfg.idle {
+                    IdlePolicy::Backoff {
+                        spin_polls,
+                        sleep_us,
+                    } if empty_polls > spin_polls => {
+                        self.publish_counters();
+                        self.sleep(Duration::from_micros(u64::from(sleep_us)));
+                    }
+                    _ => {
+                        if empty_polls % 64 == 0 {
+                            self.publish_counters();
+                        }
                         std::hint::spin_loop();
                     }
-                } else {
-                    std::hint::spin_loop();
                 }
             } else {
                 empty_polls = 0;
@@ -459,6 +558,93 @@ impl<P: Port> Worker<P> {
         }
         self.publish_counters();
         self.counters
+    }
+
+    /// Whether anything but the ports has work for this worker: a
+    /// generation, a request, handed-over or injected frames, a stop.
+    fn has_pending_work(&self) -> bool {
+        let id = self.id as usize;
+        self.plumbing.stop.load(Ordering::Relaxed)
+            || !self.gen_rx.is_empty()
+            || self.requests.as_ref().is_some_and(|r| !r.is_empty())
+            || self.plumbing.inboxes.get(id).is_some_and(|q| !q.is_empty())
+            || self.plumbing.injects.get(id).is_some_and(|q| !q.is_empty())
+            || self
+                .plumbing
+                .reinjects
+                .get(id)
+                .is_some_and(|q| !q.is_empty())
+    }
+
+    /// An idle worker's sleep: blocked until a port has frames, the
+    /// doorbell rings, or the idle tick passes (`nap` when a port has no
+    /// event to block on). The doorbell is armed before the last look at
+    /// the queues, so a ring after that look always wakes the sleep.
+    fn sleep(&mut self, nap: Duration) {
+        let bell = self.plumbing.doorbells.get(self.id as usize).cloned();
+        if let Some(b) = &bell {
+            b.arm();
+        }
+        if self.has_pending_work() {
+            if let Some(b) = &bell {
+                b.disarm(false);
+            }
+            return;
+        }
+        self.pollfds.clear();
+        self.pollfds
+            .extend(bell.as_ref().and_then(|b| b.fd()).map(wait::readable));
+        let mut all_ports_wake = true;
+        let mut quiet = true;
+        for p in &mut self.ports {
+            match p.rx_event_fd() {
+                Some(fd) => {
+                    quiet &= p.arm_rx_event();
+                    self.pollfds.push(wait::readable(fd));
+                }
+                None => all_ports_wake = false,
+            }
+        }
+        let timeout = if all_ports_wake && bell.as_ref().is_some_and(|b| b.fd().is_some()) {
+            IDLE_TICK
+        } else {
+            nap.min(IDLE_TICK)
+        };
+        if !quiet {
+            self.pollfds.clear();
+        }
+        let start = Instant::now();
+        if quiet {
+            wait::wait_readable(&mut self.pollfds, timeout);
+        }
+        for p in &mut self.ports {
+            p.disarm_rx_event();
+        }
+        if let Some(b) = &bell {
+            // The bell's pollfd is the first one when it has a descriptor.
+            let rung = quiet
+                && b.fd().is_some()
+                && self
+                    .pollfds
+                    .first()
+                    .is_some_and(|p| p.revents & libc::POLLIN != 0);
+            b.disarm(rung);
+        }
+        // Woken by the clock, not by work: the table ages as it would have
+        // over the polls a busy worker makes meanwhile.
+        if quiet && timeout == IDLE_TICK && start.elapsed() >= timeout {
+            let now = self.now();
+            self.expire(now, self.cfg.expire_budget * IDLE_EXPIRE_FACTOR);
+        }
+    }
+
+    /// Ages up to `budget` flow-table slots.
+    fn expire(&mut self, now: Tick, budget: usize) {
+        let (g, ep) = (&*self.gen, &mut self.ep);
+        let expired = self
+            .flows
+            .expire_each(now, budget, |k, e| forward::forget(g, ep, k, e));
+        self.counters.flows_expired += expired as u64;
     }
 
     fn publish_counters(&mut self) {
@@ -473,6 +659,7 @@ impl<P: Port> Worker<P> {
     pub fn poll_once(&mut self) -> usize {
         self.switch_generation();
         let now = self.now();
+        self.restore_when_ready(now);
         self.serve_requests(now);
         self.counters.polls += 1;
         let mut total = 0;
@@ -489,6 +676,7 @@ impl<P: Port> Worker<P> {
             self.burst = burst;
         }
         total += self.drain_inbox(now);
+        total += self.drain_reinjects(now);
         if self.recycler.on {
             let budget = if total == 0 {
                 recycle::SCAN_IDLE
@@ -499,11 +687,7 @@ impl<P: Port> Worker<P> {
         }
         self.send_injected();
         self.flush_tx();
-        let (g, ep) = (&*self.gen, &mut self.ep);
-        let expired = self.flows.expire_each(now, self.cfg.expire_budget, |k, e| {
-            forward::forget(g, ep, k, e)
-        });
-        self.counters.flows_expired += expired as u64;
+        self.expire(now, self.cfg.expire_budget);
         total
     }
 
@@ -539,6 +723,58 @@ impl<P: Port> Worker<P> {
             if total >= 4 * BATCH {
                 break;
             }
+        }
+        self.burst = burst;
+        total
+    }
+
+    /// Held frames whose neighbor is now known, processed again from the
+    /// start (in order, grouped by arrival port); they were counted as
+    /// received when they first came in.
+    fn drain_reinjects(&mut self, now: Tick) -> usize {
+        let id = self.id as usize;
+        if self
+            .plumbing
+            .reinjects
+            .get(id)
+            .map_or(true, |q| q.is_empty())
+        {
+            return 0;
+        }
+        let q = self.plumbing.reinjects[id].clone();
+        let mut burst = std::mem::take(&mut self.burst);
+        let mut total = 0;
+        let mut port = None;
+        while let Some((p, bytes)) = q.pop() {
+            if port.is_some_and(|cur| cur != p) || burst.len() == BATCH {
+                self.rx_port = port.unwrap_or(p);
+                total += burst.len();
+                self.process_burst(&mut burst, now, true);
+            }
+            port = Some(p);
+            let Some(dev) = self.ports.get_mut(usize::from(p)) else {
+                self.counters.drop(DropReason::NoRoute);
+                continue;
+            };
+            let Some(mut b) = dev.alloc() else {
+                self.counters.drop(DropReason::NoBuffer);
+                continue;
+            };
+            match b.extend(bytes.len()) {
+                Some(room) => {
+                    room.copy_from_slice(&bytes);
+                    burst.push(b);
+                }
+                None => {
+                    self.counters.drop(DropReason::NoBuffer);
+                    dev.free(b);
+                }
+            }
+        }
+        if let Some(p) = port {
+            self.rx_port = p;
+            total += burst.len();
+            self.process_burst(&mut burst, now, true);
         }
         self.burst = burst;
         total
@@ -722,13 +958,13 @@ impl<P: Port> Worker<P> {
             },
             Verdict::Answer(a) => self.answer(b, a, now),
             Verdict::Drop(r) => {
-                self.counters.drop(r);
-                if r == DropReason::NeighborUnresolved {
-                    // The control thread resolves the next hop from the
-                    // headers; the packet itself is not queued (its sender
-                    // retransmits). Best effort: a full queue drops the hint.
-                    let head = &b.data()[..b.len().min(64)];
-                    let _ = self.plumbing.punts.push((self.rx_port, head.to_vec()));
+                // A frame for a next hop being resolved waits on the control
+                // thread instead (a copy: rare, and data-path buffers must
+                // not be parked); dropped only when that queue is full.
+                if r == DropReason::NeighborUnresolved && self.hold(&b) {
+                    self.counters.punted += 1;
+                } else {
+                    self.counters.drop(r);
                 }
                 self.ports[self.rx_port as usize].free(b);
             }
@@ -738,7 +974,10 @@ impl<P: Port> Worker<P> {
                     None => Some(b),
                 };
                 match refused {
-                    None => self.counters.handoffs_out += 1,
+                    None => {
+                        self.counters.handoffs_out += 1;
+                        self.plumbing.wake(worker as usize);
+                    }
                     Some(b) => self.dispatch(b, Verdict::Drop(DropReason::HandoffFull), now),
                 }
             }
@@ -749,6 +988,7 @@ impl<P: Port> Worker<P> {
                     .push((self.rx_port, b.data().to_vec()))
                     .is_ok()
                 {
+                    self.plumbing.control_bell.ring();
                     self.counters.punted += 1;
                     self.ports[self.rx_port as usize].free(b);
                 } else {
@@ -769,6 +1009,21 @@ impl<P: Port> Worker<P> {
             Err(r) => Verdict::Drop(r),
         };
         self.dispatch(b, v, now);
+    }
+
+    /// Hands a copy of `b` to the control thread to wait for its neighbor;
+    /// `false` if the queue is full.
+    fn hold(&self, b: &P::Buf) -> bool {
+        let held = Held {
+            worker: self.id,
+            port: self.rx_port,
+            frame: b.data().to_vec(),
+        };
+        let queued = self.plumbing.held.push(held).is_ok();
+        if queued {
+            self.plumbing.control_bell.ring();
+        }
+        queued
     }
 
     /// Frames the control thread asked this worker to send.

@@ -29,9 +29,13 @@ pub enum WorkerRequest {
     /// Every flow, for the snapshot of a planned stop (`flow::save`).
     SaveFlows { reply: Sender<Vec<SavedFlow>> },
     /// Flows of a snapshot that this worker owns, to be pinned to their
-    /// saved backends.
+    /// saved backends under generation `generation` (or a later one): sent
+    /// before that generation is published, so the worker restores them
+    /// before it forwards a packet with it (a packet in between would be
+    /// placed by Maglev over the new endpoint set, and its flow lost).
     RestoreFlows {
         flows: Vec<SavedFlow>,
+        generation: u64,
         reply: Sender<Restored>,
     },
 }

@@ -19,9 +19,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::arp::{ArpLink, ArpTimers, Neighbors};
+use super::arp::{ArpLink, ArpTimers, HoldLimits, HoldQueue, Neighbors};
 use super::config::Config;
 use super::protocol::{ErrorBody, ErrorKind, Outcome, Request, Response, MAX_LINE};
 use super::query::{self, Sampler};
@@ -38,6 +39,8 @@ pub use ha::HaOptions;
 const LISTENER: Token = Token(0);
 const METRICS: Token = Token(1);
 const WAKER: Token = Token(2);
+/// The workers' bell: a punted or held frame is waiting.
+const WORKER_BELL: Token = Token(3);
 const FIRST_CONN: usize = 16;
 /// How often the loop looks at punted ARP frames and neighbor timers at
 /// the latest: a client's ARP request waits at most this long for sluice.
@@ -208,12 +211,22 @@ impl ControlServer {
             None => None,
         };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        if let Some(fd) = dataplane.control_bell().fd() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), WORKER_BELL, Interest::READABLE)?;
+        }
+        // A snapshot goes to the workers before the first generation, so
+        // they restore it before they forward anything with it.
+        let restoring = opts
+            .flow_state
+            .as_deref()
+            .and_then(|path| send_restore(path, &dataplane));
         if let Err(e) = store.publish_all(&mut dataplane) {
             let _ = std::fs::remove_file(&opts.socket);
             return Err(e.into());
         }
-        if let Some(path) = &opts.flow_state {
-            restore_flows(path, &dataplane);
+        if let Some((path, saved, pending)) = restoring {
+            report_restore(&path, saved, pending);
         }
         let ha = match ha::Ha::start(ha, waker.clone()) {
             Ok(h) => h,
@@ -239,6 +252,8 @@ impl ControlServer {
         for &(ip, mac) in &store.topology().neighbors {
             neighbors.add_static(ip, mac);
         }
+        let neighbor_file = neighbors::neighbor_file(&opts.socket);
+        neighbors::restore_neighbors(&neighbor_file, &mut neighbors, &mut store, &mut dataplane);
         let stop = Arc::new(AtomicBool::new(false));
         let mut lp = Loop {
             poll,
@@ -257,6 +272,8 @@ impl ControlServer {
             arp_seen: None,
             arp_hops: HashMap::new(),
             ha,
+            holds: HoldQueue::new(HoldLimits::default()),
+            neighbor_file,
         };
         // Tell the segments where sluice's addresses and VIPs live.
         let garp = lp.arp.announce();
@@ -287,29 +304,48 @@ impl ControlServer {
 /// How long a worker may take to hand over or take back its flows.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Restores the flow snapshot at `path`, if there is one. A snapshot that
-/// cannot be read is reported and ignored: sluice starts with empty tables
-/// (mid-flow packets then go where Maglev says, S4a).
-fn restore_flows<B: Send + 'static>(path: &Path, dp: &Dataplane<B>) {
+/// Reads the flow snapshot at `path`, if there is one, and sends its flows
+/// to the workers, to be restored under the generation about to be
+/// published. A snapshot that cannot be read is reported and ignored:
+/// sluice starts with empty tables (mid-flow packets then go where Maglev
+/// says, S4a).
+fn send_restore<B: Send + 'static>(
+    path: &Path,
+    dp: &Dataplane<B>,
+) -> Option<(PathBuf, usize, super::publish::PendingRestore)> {
     match crate::flow::save::take(path) {
-        Ok(None) => {}
+        Ok(None) => None,
         Ok(Some(flows)) => {
             let saved = flows.len();
-            match dp.restore_flows(flows, SNAPSHOT_TIMEOUT) {
-                Ok(r) => tracing::info!(
-                    path = %path.display(),
-                    saved,
-                    restored = r.restored,
-                    backend_gone = r.backend_gone,
-                    no_service = r.no_service,
-                    stale = r.stale,
-                    table_full = r.table_full,
-                    "flows restored"
-                ),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "flows not restored"),
+            match dp.send_restore(flows, dp.current().number + 1, SNAPSHOT_TIMEOUT) {
+                Ok(p) => Some((path.to_path_buf(), saved, p)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "flows not restored");
+                    None
+                }
             }
         }
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring the flow snapshot"),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring the flow snapshot");
+            None
+        }
+    }
+}
+
+/// Waits for the workers' restores and logs what they did.
+fn report_restore(path: &Path, saved: usize, pending: super::publish::PendingRestore) {
+    match pending.wait(SNAPSHOT_TIMEOUT) {
+        Ok(r) => tracing::info!(
+            path = %path.display(),
+            saved,
+            restored = r.restored,
+            backend_gone = r.backend_gone,
+            no_service = r.no_service,
+            stale = r.stale,
+            table_full = r.table_full,
+            "flows restored"
+        ),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "flows not restored"),
     }
 }
 
@@ -436,6 +472,10 @@ struct Loop<B: Send + 'static> {
     arp_hops: HashMap<Ipv4Addr, u32>,
     /// Health checks and VIP announcements.
     ha: ha::Ha,
+    /// Frames waiting for a neighbor's MAC (see `neighbors`).
+    holds: HoldQueue<crate::worker::Held>,
+    /// Where learnt neighbors are kept for the next instance.
+    neighbor_file: PathBuf,
 }
 
 impl<B: Send + 'static> Loop<B> {
@@ -451,17 +491,20 @@ impl<B: Send + 'static> Loop<B> {
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(ARP_PERIOD)
                 .min(ARP_PERIOD);
+            self.dp.control_bell().arm();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != IoKind::Interrupted {
                     tracing::error!(error = %e, "control loop poll failed");
                     break;
                 }
             }
+            let rung = events.iter().any(|ev| ev.token() == WORKER_BELL);
+            self.dp.control_bell().disarm(rung);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_control(),
                     METRICS => self.accept_metrics(),
-                    WAKER => {}
+                    WAKER | WORKER_BELL => {}
                     Token(t) => {
                         let i = t - FIRST_CONN;
                         if ev.is_readable() || ev.is_read_closed() {

@@ -1,28 +1,38 @@
-//! AF_PACKET `TPACKET_V3` port: the Linux fallback backend, with no
+//! AF_PACKET `TPACKET_V2` port: the Linux fallback backend, with no
 //! dependency beyond libc.
 //!
 //! One [`AfPacketPort`] is one worker's share of one interface: a packet
-//! socket bound to the interface with a memory-mapped RX ring of blocks and
-//! a mapped TX ring of frames. Several workers on one interface join one
-//! `PACKET_FANOUT` group (flow hash or NIC queue), so each sees a disjoint
-//! share of the traffic.
+//! socket bound to the interface with a memory-mapped RX ring of frame
+//! slots. Several workers on one interface join one `PACKET_FANOUT` group
+//! (flow hash or NIC queue), so each sees a disjoint share of the traffic.
 //!
-//! - **RX, zero copy.** Received frames are lent in place from the RX ring
-//!   ([`AfPacketBuf`] points into the ring block); a block goes back to the
-//!   kernel when its last lent frame is dropped, on any thread (atomic
-//!   per-block holds; see `ring.rs`). `PACKET_RESERVE` leaves [`HEADROOM`]
-//!   in front of every frame for encapsulation.
+//! - **RX, zero copy, frame by frame.** Received frames are lent in place
+//!   from the RX ring ([`AfPacketBuf`] points into the slot); a slot goes
+//!   back to the kernel when its buffer is dropped, on any thread (see
+//!   `ring.rs`). `PACKET_RESERVE` leaves [`HEADROOM`] in front of every
+//!   frame for encapsulation.
+//! - **Why `TPACKET_V2`, not V3.** V3 packs frames into blocks and hands a
+//!   block over only when it is full or its retire timer fires (1 ms at
+//!   best, and the timer runs in jiffies: 4 ms at HZ=250), and it wakes a
+//!   sleeping reader only then. At the rates a service sees most of the
+//!   time a block is never full, so every frame waited for the timer:
+//!   measured through sluice with `scripts/bench_latency.sh`, one hop took
+//!   0.48 ms (median) against 0.03 ms through nftables. V2 hands over, and
+//!   wakes a `poll(2)`er on, every frame (`rx_event_fd`), which is what
+//!   libpcap's immediate mode does for the same reason. Forwarding
+//!   throughput did not drop (`scripts/bench_forward.sh`, same run, see
+//!   docs/LATENCY.md).
 //! - **TX: one `sendmmsg` per burst** (up to [`RingConfig::tx_batch`]
 //!   frames, iovecs pointing at the buffers, so the kernel's copy into the
 //!   skb is the only one); `PACKET_QDISC_BYPASS` skips the qdisc layer.
-//!   A mapped `TPACKET_V3` TX ring kicked by one `sendto(NULL)` per burst
-//!   was built and measured first (echo over veth, 64-byte frames, 4096 in
-//!   flight, 64 KiB blocks, three alternating runs on a loaded 2-core
-//!   host): TX ring 480k/511k/322k pps, `sendmmsg` 535k/661k/274k pps.
-//!   The runs are noisy, but `sendmmsg` was not slower, needs no second
-//!   mapping and no slot-status protocol, and a frame it cannot send stays
-//!   in the caller's `Vec`. (Both lose some frames at a veth peer whose
-//!   backlog overflows; the kernel counts those on the veth, not here.)
+//!   A mapped TX ring kicked by one `sendto(NULL)` per burst was built and
+//!   measured first (echo over veth, 64-byte frames, 4096 in flight, three
+//!   alternating runs on a loaded 2-core host): TX ring 480k/511k/322k pps,
+//!   `sendmmsg` 535k/661k/274k pps. The runs are noisy, but `sendmmsg` was
+//!   not slower, needs no second mapping and no slot-status protocol, and a
+//!   frame it cannot send stays in the caller's `Vec`. (Both lose some
+//!   frames at a veth peer whose backlog overflows; the kernel counts those
+//!   on the veth, not here.)
 //! - **Own transmissions are ignored** (`PACKET_IGNORE_OUTGOING`, and a
 //!   check of `sll_pkttype` in case another process sends on the interface):
 //!   sluice must not process what it sent.
@@ -31,8 +41,12 @@
 //!   interface with any of them on unless [`RingConfig::allow_offloads`].
 //!   Frames the kernel marks `TP_STATUS_CSUMNOTREADY` (checksum left to
 //!   hardware, seen when a local stack sends over a veth) get their TCP/UDP
-//!   checksum computed before they are lent. Frames longer than the MTU
-//!   allows, or truncated by the ring, are dropped and counted.
+//!   checksum computed before they are lent; a VLAN tag the NIC stripped
+//!   (`TP_STATUS_VLAN_VALID`) is put back in front of the frame, so sluice
+//!   sees the frame as it was on the wire. Frames longer than the MTU
+//!   allows, or truncated by the ring, are dropped and counted. The slot
+//!   size follows the MTU: a port opened on (or re-opened after a change
+//!   to) a larger MTU gets larger slots.
 //!
 //! **The kernel still sees every packet.** AF_PACKET taps a copy; the
 //! kernel's own stack processes the original too. A data interface must
@@ -49,11 +63,12 @@ use std::cell::Cell;
 use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ring::{block, frame, release_block, RingMap};
+use ring::{frame, RingMap, LENT};
 pub use ring::{AfPacketBuf, POOL_BUF_SIZE};
 
 use super::{PacketBuf, Port, PortStats, HEADROOM};
@@ -73,16 +88,12 @@ pub enum FanoutMode {
 /// Sizes of the rings and options for [`AfPacketPort::open`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingConfig {
-    /// Bytes per RX block: a multiple of the page size and of `frame_size`.
-    pub block_size: u32,
-    /// RX blocks in the ring.
-    pub block_count: u32,
-    /// Nominal RX frame slot (V3 packs frames by their real size; the kernel
-    /// wants a slot size for its bookkeeping). A multiple of 16.
+    /// Smallest RX slot in bytes (kernel header, [`HEADROOM`], the frame): a
+    /// power of two from 512 to 65536. `open` doubles it until a frame of
+    /// the interface's MTU fits.
     pub frame_size: u32,
-    /// Milliseconds after which the kernel hands over a partly filled block,
-    /// bounding latency at low rates.
-    pub retire_timeout_ms: u32,
+    /// RX slots in the ring (rounded up to whole allocation blocks).
+    pub frame_count: u32,
     /// Most frames handed to one `sendmmsg`.
     pub tx_batch: u32,
     /// Pool buffers preallocated for `alloc`.
@@ -96,13 +107,13 @@ pub struct RingConfig {
 impl Default for RingConfig {
     fn default() -> Self {
         RingConfig {
-            // 64 blocks of 256 KiB: 16 MiB, about 8 ms of a 10 Gbit/s link;
-            // enough blocks that one held a little longer does not stall
-            // the kernel.
-            block_size: 1 << 18,
-            block_count: 64,
+            // 4096 slots of 2 KiB: 8 MiB per worker and interface, 4096
+            // frames of slack (about 0.3 ms of 64-byte frames at 10 Gbit/s,
+            // 5 ms of full-size ones) before the kernel drops. Small enough
+            // that the kernel zeroes and maps it in a few milliseconds at
+            // start and frees it as fast when the process dies.
             frame_size: 2048,
-            retire_timeout_ms: 1,
+            frame_count: 4096,
             tx_batch: 64,
             pool_size: 256,
             fanout: FanoutMode::Hash,
@@ -133,8 +144,8 @@ pub enum AfPacketError {
     )]
     OffloadsOn { ifname: String, offloads: String },
     #[error(
-        "the kernel refused a {bytes}-byte ring on {ifname} ({source}): lower block_count or \
-         block_size, or raise the locked-memory limit"
+        "the kernel refused a {bytes}-byte ring on {ifname} ({source}): lower frame_count, \
+         or raise the locked-memory limit"
     )]
     Ring {
         ifname: String,
@@ -170,32 +181,13 @@ pub struct AfPacketStats {
     pub rx_oversize: u64,
     /// Outgoing frames the kernel still looped back (another sender), ignored.
     pub rx_outgoing: u64,
-    /// Frames the kernel dropped because every RX block was held.
+    /// Frames the kernel dropped because the next RX slot was still lent.
     pub rx_kernel_drops: u64,
     /// Frames too long for a TX slot, dropped.
     pub tx_oversize: u64,
     /// `sendmmsg` calls that failed for another reason than a full device
     /// queue (the frames stay with the caller).
     pub tx_send_errors: u64,
-}
-
-/// Where the port is in its walk of the RX ring.
-struct RxCursor {
-    /// Block being walked or waited for.
-    block: usize,
-    /// Whether the port holds `block` and is lending its frames.
-    walking: bool,
-    /// Offset of the next frame in the block.
-    next_frame: usize,
-    /// Frames of the block not yet looked at.
-    frames_left: u32,
-    /// Frames of the block skipped (not lent): their holds go back with the
-    /// port's own when it leaves the block.
-    skipped: u32,
-    /// Sequence number of the last walk of each block: a block still held
-    /// from the previous lap still reads `TP_STATUS_USER` and must not be
-    /// walked twice.
-    walked_seq: Box<[u64]>,
 }
 
 /// The `sendmmsg` vectors, allocated once; their pointers are set per burst
@@ -208,7 +200,8 @@ struct TxBatch {
 /// One worker's queue on one interface, over an AF_PACKET socket.
 pub struct AfPacketPort {
     map: Arc<RingMap>,
-    rx: RxCursor,
+    /// Next RX slot to look at.
+    rx_next: usize,
     tx: TxBatch,
     pool: Vec<AfPacketBuf>,
     pool_cap: usize,
@@ -243,8 +236,6 @@ impl AfPacketPort {
             return Err(AfPacketError::BadName(ifname.to_owned()));
         }
         let name = CString::new(ifname).map_err(|_| AfPacketError::BadName(ifname.to_owned()))?;
-        let page = sys::page_size();
-        let layout = RingLayout::new(&config, page).map_err(AfPacketError::BadConfig)?;
 
         let sys_err = |op: &'static str| {
             let ifname = ifname.to_owned();
@@ -263,6 +254,9 @@ impl AfPacketPort {
         let ifindex =
             sys::ifindex(&name).ok_or_else(|| AfPacketError::NoSuchInterface(ifname.to_owned()))?;
         let mtu = sys::mtu(&fd, &name).map_err(sys_err("SIOCGIFMTU"))?;
+        let max_frame_len = mtu as usize + ethernet::HEADER_LEN + 4;
+        let layout = RingLayout::new(&config, sys::page_size(), max_frame_len)
+            .map_err(AfPacketError::BadConfig)?;
         if !config.allow_offloads {
             let on = sys::offloads_on(&fd, &name).map_err(sys_err("SIOCETHTOOL"))?;
             if !on.is_empty() {
@@ -278,7 +272,7 @@ impl AfPacketPort {
         };
         set(
             libc::PACKET_VERSION,
-            libc::tpacket_versions::TPACKET_V3 as i32,
+            libc::tpacket_versions::TPACKET_V2 as i32,
             "PACKET_VERSION",
         )?;
         set(libc::PACKET_RESERVE, HEADROOM as i32, "PACKET_RESERVE")?;
@@ -292,19 +286,15 @@ impl AfPacketPort {
                 source,
             }
         };
-        let rx_req = libc::tpacket_req3 {
-            tp_block_size: config.block_size,
-            tp_block_nr: config.block_count,
-            tp_frame_size: config.frame_size,
-            tp_frame_nr: layout.rx_frames,
-            tp_retire_blk_tov: config.retire_timeout_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
+        let rx_req = libc::tpacket_req {
+            tp_block_size: layout.block_size as u32,
+            tp_block_nr: layout.blocks as u32,
+            tp_frame_size: layout.frame_size as u32,
+            tp_frame_nr: layout.frames as u32,
         };
         sys::set_option(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &rx_req)
-            .map_err(ring_err(layout.rx_bytes))?;
-        let map_len = layout.rx_bytes;
-        let base = sys::map_rings(&fd, map_len).map_err(ring_err(map_len))?;
+            .map_err(ring_err(layout.bytes))?;
+        let base = sys::map_rings(&fd, layout.bytes).map_err(ring_err(layout.bytes))?;
 
         // Between bind and joining the fanout group the socket would get
         // every frame of the interface (duplicates of other workers' share):
@@ -313,9 +303,10 @@ impl AfPacketPort {
         let map = Arc::new(RingMap::new(
             fd,
             base,
-            map_len,
-            config.block_size as usize,
-            config.block_count as usize,
+            layout.bytes,
+            layout.block_size,
+            layout.frame_size,
+            layout.frames,
         ));
         let fd = map.fd();
         if workers > 1 {
@@ -341,14 +332,7 @@ impl AfPacketPort {
         let mut pool = Vec::with_capacity(config.pool_size as usize * 2);
         pool.extend((0..config.pool_size).map(|_| AfPacketBuf::new_heap()));
         Ok(AfPacketPort {
-            rx: RxCursor {
-                block: 0,
-                walking: false,
-                next_frame: 0,
-                frames_left: 0,
-                skipped: 0,
-                walked_seq: vec![u64::MAX; config.block_count as usize].into_boxed_slice(),
-            },
+            rx_next: 0,
             tx: TxBatch {
                 // SAFETY: iovec and mmsghdr are plain C structs for which
                 // all-zero (null pointers, zero lengths) is valid.
@@ -363,7 +347,7 @@ impl AfPacketPort {
             map,
             pool,
             pool_cap: config.pool_size as usize * 2,
-            max_frame_len: mtu as usize + ethernet::HEADER_LEN + 4,
+            max_frame_len,
             ifname: ifname.to_owned(),
             stats: AfPacketStats::default(),
             kernel_drops: Cell::new(0),
@@ -373,6 +357,11 @@ impl AfPacketPort {
     /// The interface this port reads and writes.
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    /// Bytes of one RX slot (grows with the MTU).
+    pub fn frame_size(&self) -> usize {
+        self.map.frame_size
     }
 
     /// All counters of this backend, including the kernel's drop count
@@ -390,125 +379,6 @@ impl AfPacketPort {
         stats
     }
 
-    /// Starts walking the current block if the kernel has handed it over.
-    #[inline]
-    fn enter_block(&mut self) -> bool {
-        let index = self.rx.block;
-        let status = self.map.block_status(index).load(Ordering::Acquire);
-        if status & libc::TP_STATUS_USER == 0 {
-            return false;
-        }
-        let desc = self.map.rx_block(index);
-        // SAFETY: the acquire load saw TP_STATUS_USER, so the kernel has
-        // finished the block and its descriptor is ours to read.
-        let (seq, frames, first) = unsafe {
-            (
-                desc.add(block::SEQ_NUM).cast::<u64>().read(),
-                desc.add(block::NUM_PKTS).cast::<u32>().read(),
-                desc.add(block::OFFSET_TO_FIRST_PKT).cast::<u32>().read(),
-            )
-        };
-        if seq == self.rx.walked_seq[index] {
-            // Still held by frames lent on the previous lap.
-            return false;
-        }
-        self.rx.walked_seq[index] = seq;
-        RingMap::hold_block(&self.map, index, frames);
-        self.rx.walking = true;
-        self.rx.next_frame = first as usize;
-        self.rx.frames_left = frames;
-        self.rx.skipped = 0;
-        true
-    }
-
-    /// Gives back the walk's hold and the skipped frames' holds, and moves
-    /// to the next block.
-    #[inline]
-    fn leave_block(&mut self) {
-        let held = self.rx.skipped + self.rx.frames_left + 1;
-        // SAFETY: `enter_block` took `frames + 1` holds; lent frames own one
-        // each, and the rest (walk, skipped, not looked at) are returned here
-        // exactly once.
-        unsafe { release_block(NonNull::from(&*self.map), self.rx.block, held) };
-        self.rx.walking = false;
-        self.rx.frames_left = 0;
-        self.rx.skipped = 0;
-        self.rx.block = (self.rx.block + 1) % self.map.rx_blocks;
-    }
-
-    /// The next frame of the walked block as a buffer, or `None` if it is
-    /// skipped (counted) or the block is done.
-    #[inline]
-    fn next_frame(&mut self) -> Option<Option<AfPacketBuf>> {
-        if self.rx.frames_left == 0 {
-            return None;
-        }
-        let block_size = self.map.rx_block_size;
-        let offset = self.rx.next_frame;
-        // The kernel lays frames out; a bad offset would be a kernel bug, but
-        // reading past the block would be undefined behaviour, so check.
-        if offset < block::DESC_LEN || offset + frame::SLL_PKTTYPE + 1 > block_size {
-            self.rx.skipped += self.rx.frames_left;
-            self.rx.frames_left = 0;
-            return None;
-        }
-        let block_ptr = self.map.rx_block(self.rx.block);
-        // SAFETY: `offset` is inside the user-owned block (checked above).
-        let slot = unsafe { block_ptr.add(offset) };
-        // SAFETY: the frame header lies inside the block (checked above);
-        // the kernel wrote it before handing the block over.
-        let (next, snaplen, len, status, mac, pkttype) = unsafe {
-            (
-                slot.add(frame::NEXT_OFFSET).cast::<u32>().read(),
-                slot.add(frame::SNAPLEN).cast::<u32>().read(),
-                slot.add(frame::LEN).cast::<u32>().read(),
-                slot.add(frame::STATUS).cast::<u32>().read(),
-                slot.add(frame::MAC).cast::<u16>().read(),
-                slot.add(frame::SLL_PKTTYPE).read(),
-            )
-        };
-        self.rx.frames_left -= 1;
-        let cap = if next == 0 {
-            block_size - offset
-        } else {
-            (next as usize).min(block_size - offset)
-        };
-        self.rx.next_frame = offset + next as usize;
-        let (mac, snaplen) = (mac as usize, snaplen as usize);
-        if mac + snaplen > cap {
-            self.rx.skipped += 1;
-            self.stats.rx_oversize += 1;
-            return Some(None);
-        }
-        if pkttype == libc::PACKET_OUTGOING {
-            self.rx.skipped += 1;
-            self.stats.rx_outgoing += 1;
-            return Some(None);
-        }
-        if snaplen < len as usize || snaplen > self.max_frame_len {
-            self.rx.skipped += 1;
-            self.stats.rx_oversize += 1;
-            return Some(None);
-        }
-        // SAFETY: the slot `[offset, offset + cap)` lies in the block and
-        // belongs to this frame alone; `mac + snaplen <= cap`; the frame
-        // carries one of the holds taken in `enter_block`.
-        let mut buf = unsafe {
-            AfPacketBuf::from_ring(
-                NonNull::from(&*self.map),
-                self.rx.block as u32,
-                NonNull::new_unchecked(slot),
-                mac as u32,
-                snaplen as u32,
-                cap as u32,
-            )
-        };
-        if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
-            finish_l4_checksum(buf.data_mut());
-        }
-        Some(Some(buf))
-    }
-
     #[inline]
     fn recycle(&mut self, mut buf: AfPacketBuf) {
         // Pool buffers migrate between workers on handoff; a bounded pool
@@ -520,13 +390,88 @@ impl AfPacketPort {
     }
 }
 
-impl Drop for AfPacketPort {
-    fn drop(&mut self) {
-        if self.rx.walking {
-            self.leave_block();
-        }
-        // The `Arc` goes with the port; lent frames keep the mapping.
+/// The frame in `slot` of `map` (its status `status`, owned by user space)
+/// as a buffer, or `None` if it is skipped (counted in `stats`; the caller
+/// gives the slot back).
+#[inline]
+fn lend_frame(
+    map: &Arc<RingMap>,
+    stats: &mut AfPacketStats,
+    max_frame_len: usize,
+    slot: *mut u8,
+    status: u32,
+) -> Option<AfPacketBuf> {
+    // SAFETY: the slot's header was written by the kernel before it set
+    // TP_STATUS_USER, which the caller's acquire load saw; the header
+    // lies inside the slot.
+    let (len, snaplen, mac, pkttype, tci, tpid) = unsafe {
+        (
+            slot.add(frame::LEN).cast::<u32>().read(),
+            slot.add(frame::SNAPLEN).cast::<u32>().read(),
+            slot.add(frame::MAC).cast::<u16>().read(),
+            slot.add(frame::SLL_PKTTYPE).read(),
+            slot.add(frame::VLAN_TCI).cast::<u16>().read(),
+            slot.add(frame::VLAN_TPID).cast::<u16>().read(),
+        )
+    };
+    let (mac, snaplen) = (usize::from(mac), snaplen as usize);
+    if pkttype == libc::PACKET_OUTGOING {
+        stats.rx_outgoing += 1;
+        return None;
     }
+    // The kernel lays the frame out; a bad offset would be a kernel bug,
+    // but reading past the slot would be undefined behaviour, so check.
+    // A stripped VLAN tag goes back in front: 4 bytes of headroom.
+    let tagged = status & libc::TP_STATUS_VLAN_VALID != 0;
+    let front = frame::HDR_LEN + HEADROOM + if tagged { 4 } else { 0 };
+    if mac < front
+        || mac + snaplen > map.frame_size
+        || snaplen < len as usize
+        || snaplen + if tagged { 4 } else { 0 } > max_frame_len
+        || snaplen < ethernet::HEADER_LEN
+    {
+        stats.rx_oversize += 1;
+        return None;
+    }
+    let cap = (map.frame_size - frame::HDR_LEN) as u32;
+    let start = (mac - frame::HDR_LEN) as u32;
+    // SAFETY: the slot is user-owned (status USER), about to be marked
+    // LENT and counted by the caller; `HDR_LEN + start + snaplen <=
+    // frame_size` was checked above.
+    let mut buf = unsafe {
+        AfPacketBuf::from_ring(
+            NonNull::from(&**map),
+            NonNull::new_unchecked(slot),
+            start,
+            snaplen as u32,
+            cap,
+        )
+    };
+    if tagged {
+        let tpid = if status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+            tpid
+        } else {
+            ethernet::ETHERTYPE_VLAN
+        };
+        reinsert_vlan_tag(&mut buf, tpid, tci);
+    }
+    if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+        finish_l4_checksum(buf.data_mut());
+    }
+    Some(buf)
+}
+
+/// Puts back the 802.1Q tag the NIC stripped into the frame's metadata:
+/// the MAC addresses move 4 bytes into the headroom (`lend_frame` checked
+/// there is room) and the tag goes between them and the ethertype.
+fn reinsert_vlan_tag(buf: &mut AfPacketBuf, tpid: u16, tci: u16) {
+    if buf.prepend(4).is_none() {
+        return;
+    }
+    let data = buf.data_mut();
+    data.copy_within(4..16, 0);
+    data[12..14].copy_from_slice(&tpid.to_be_bytes());
+    data[14..16].copy_from_slice(&tci.to_be_bytes());
 }
 
 impl Port for AfPacketPort {
@@ -535,23 +480,38 @@ impl Port for AfPacketPort {
     fn rx_burst(&mut self, out: &mut Vec<AfPacketBuf>, max: usize) -> usize {
         let mut received = 0;
         let mut bytes = 0;
+        let map = &self.map;
+        let frames = map.frames;
         while received < max {
-            if !self.rx.walking && !self.enter_block() {
+            let slot = map.slot(self.rx_next);
+            // SAFETY: `slot` is a slot of this ring.
+            let status_word = unsafe { map.status(slot) };
+            // Acquire: the frame's bytes are the kernel's until it publishes
+            // TP_STATUS_USER.
+            let status = status_word.load(Ordering::Acquire);
+            if status & libc::TP_STATUS_USER == 0 {
+                // Not filled yet, or still lent from the previous lap.
                 break;
             }
-            match self.next_frame() {
-                Some(Some(buf)) => {
+            self.rx_next = if self.rx_next + 1 == frames {
+                0
+            } else {
+                self.rx_next + 1
+            };
+            match lend_frame(map, &mut self.stats, self.max_frame_len, slot, status) {
+                Some(buf) => {
+                    // The slot is ours until the buffer gives it back.
+                    status_word.store(LENT, Ordering::Relaxed);
                     bytes += buf.len() as u64;
                     out.push(buf);
                     received += 1;
                 }
-                Some(None) => {}
-                None => self.leave_block(),
+                None => status_word.store(libc::TP_STATUS_KERNEL, Ordering::Release),
             }
         }
-        // Hand a finished block back now rather than on the next burst.
-        if self.rx.walking && self.rx.frames_left == 0 {
-            self.leave_block();
+        if received > 0 {
+            // Before any of them can be dropped: they leave with `out`.
+            RingMap::lend(&self.map, received as u32);
         }
         self.stats.port.rx_packets += received as u64;
         self.stats.port.rx_bytes += bytes;
@@ -622,42 +582,69 @@ impl Port for AfPacketPort {
     fn stats(&self) -> PortStats {
         self.detailed_stats().port
     }
+
+    fn rx_event_fd(&self) -> Option<RawFd> {
+        // The kernel wakes a poller of a TPACKET_V2 socket after every
+        // frame it puts in the ring, and polls it readable while the frame
+        // before its next slot is still user space's.
+        Some(self.map.raw_fd())
+    }
 }
 
-/// Ring sizes derived from a [`RingConfig`].
+/// Ring sizes derived from a [`RingConfig`] and the longest frame.
+#[derive(Debug, PartialEq, Eq)]
 struct RingLayout {
-    rx_frames: u32,
-    rx_bytes: usize,
+    frame_size: usize,
+    frames: usize,
+    block_size: usize,
+    blocks: usize,
+    bytes: usize,
 }
+
+/// Where the kernel puts the Ethernet header in a `TPACKET_V2` slot:
+/// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16) + PACKET_RESERVE - 14`. A slot must
+/// hold that, the frame, and the 4 bytes of a VLAN tag sluice may put back.
+const FRAME_PREFIX: usize = 80 + HEADROOM - ethernet::HEADER_LEN;
+
+/// Allocation blocks of the ring: the kernel allocates each block as one
+/// run of contiguous pages, so small blocks are cheap to find and zero.
+const BLOCK_BYTES: usize = 64 << 10;
 
 impl RingLayout {
-    fn new(c: &RingConfig, page: usize) -> Result<RingLayout, String> {
-        let block = c.block_size as usize;
-        if block == 0 || block % page != 0 {
+    fn new(c: &RingConfig, page: usize, max_frame_len: usize) -> Result<RingLayout, String> {
+        if !c.frame_size.is_power_of_two() || !(512..=65536).contains(&c.frame_size) {
             return Err(format!(
-                "block_size {} must be a non-zero multiple of the page size {page}",
-                c.block_size
-            ));
-        }
-        if c.frame_size < 128 || c.frame_size % 16 != 0 || c.block_size % c.frame_size != 0 {
-            return Err(format!(
-                "frame_size {} must be a multiple of 16, at least 128, dividing block_size",
+                "frame_size {} must be a power of two from 512 to 65536",
                 c.frame_size
             ));
         }
-        if c.block_count == 0 {
-            return Err("block_count must be at least 1".into());
+        if c.frame_count == 0 {
+            return Err("frame_count must be at least 1".into());
         }
         if c.tx_batch == 0 || c.tx_batch > 1024 {
             return Err(format!("tx_batch {} must be 1 to 1024", c.tx_batch));
         }
-        let rx_bytes = block
-            .checked_mul(c.block_count as usize)
+        let needed = FRAME_PREFIX + max_frame_len + 4;
+        let frame_size = (c.frame_size as usize).max(needed.next_power_of_two());
+        if frame_size > 65536 {
+            return Err(format!(
+                "frames of {max_frame_len} bytes (the interface's MTU) do not fit a 64 KiB slot"
+            ));
+        }
+        // Powers of two: the block is a multiple of both page and slot.
+        let block_size = BLOCK_BYTES.max(page).max(frame_size);
+        let per_block = block_size / frame_size;
+        let blocks = (c.frame_count as usize).div_ceil(per_block);
+        let bytes = block_size
+            .checked_mul(blocks)
             .filter(|&b| b <= u32::MAX as usize)
             .ok_or("the RX ring must be under 4 GiB")?;
         Ok(RingLayout {
-            rx_frames: (c.block_size / c.frame_size) * c.block_count,
-            rx_bytes,
+            frame_size,
+            frames: blocks * per_block,
+            block_size,
+            blocks,
+            bytes,
         })
     }
 }
@@ -716,10 +703,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_layout_is_accepted() {
-        let l = RingLayout::new(&RingConfig::default(), 4096).expect("default config");
-        assert_eq!(l.rx_bytes, (1 << 18) * 64);
-        assert_eq!(l.rx_frames, 128 * 64);
+    fn default_layout_is_accepted_and_slots_grow_with_the_mtu() {
+        let l = RingLayout::new(&RingConfig::default(), 4096, 1518).expect("default config");
+        assert_eq!(
+            l,
+            RingLayout {
+                frame_size: 2048,
+                frames: 4096,
+                block_size: 64 << 10,
+                blocks: 128,
+                bytes: 8 << 20,
+            }
+        );
+        // A 9000-byte MTU needs 16 KiB slots; the ring keeps its frame count.
+        let jumbo = RingLayout::new(&RingConfig::default(), 4096, 9018).expect("jumbo");
+        assert_eq!((jumbo.frame_size, jumbo.frames), (16384, 4096));
+        assert_eq!(jumbo.bytes, 64 << 20);
+        // A count that does not fill the last block is rounded up.
+        let odd = RingConfig {
+            frame_count: 33,
+            ..RingConfig::default()
+        };
+        let l = RingLayout::new(&odd, 4096, 1518).expect("odd count");
+        assert_eq!((l.frames, l.blocks), (64, 2));
+        // The frame, its prefix and a re-inserted tag fit the slot.
+        const { assert!(FRAME_PREFIX + 1518 + 4 <= 2048) };
     }
 
     #[test]
@@ -727,15 +735,15 @@ mod tests {
         let base = RingConfig::default();
         for bad in [
             RingConfig {
-                block_size: 5000,
+                frame_size: 3000,
                 ..base
             },
             RingConfig {
-                frame_size: 100,
+                frame_size: 256,
                 ..base
             },
             RingConfig {
-                block_count: 0,
+                frame_count: 0,
                 ..base
             },
             RingConfig {
@@ -743,8 +751,12 @@ mod tests {
                 ..base
             },
         ] {
-            assert!(RingLayout::new(&bad, 4096).is_err(), "{bad:?}");
+            assert!(RingLayout::new(&bad, 4096, 1518).is_err(), "{bad:?}");
         }
+        assert!(
+            RingLayout::new(&base, 4096, 70_000).is_err(),
+            "64 KiB frames"
+        );
     }
 
     #[test]

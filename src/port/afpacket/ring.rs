@@ -1,28 +1,28 @@
-//! The mapped rings and the buffers that point into them.
+//! The mapped RX ring and the buffers that point into it.
 //!
-//! Ownership protocol of an RX block (TPACKET_V3 hands blocks, not frames,
-//! to user space):
-//! - the kernel fills a block and flips its `block_status` to
-//!   `TP_STATUS_USER`;
-//! - when the port starts reading it, it sets the block's hold count to
-//!   `frames + 1` (every frame presumed lent, plus the port's own hold while
-//!   it walks the block) and takes one `Arc` reference on the mapping for the
-//!   block;
-//! - every lent [`AfPacketBuf`] gives back 1 when dropped, on whatever thread
-//!   it ended up (buffers are `Send` for worker handoff); the port gives back
-//!   its own hold plus the frames it skipped when it leaves the block;
-//! - whoever brings the count to zero stores `TP_STATUS_KERNEL` (release
-//!   ordering, so every write to the block's frames happens before the kernel
-//!   reuses it) and drops the block's `Arc` reference.
+//! `TPACKET_V2` hands frames, one at a time, to user space: each frame slot
+//! starts with a `tpacket2_hdr` whose `tp_status` word says who owns it.
+//! Ownership protocol of a slot:
+//! - the kernel fills a slot whose status is `TP_STATUS_KERNEL` (0) and
+//!   flips it to `TP_STATUS_USER`, then wakes pollers of the socket;
+//! - the port lends the frame in place and marks the slot [`LENT`] (the
+//!   `USER` bit cleared but not 0, so neither the kernel nor the port's next
+//!   lap takes it);
+//! - the buffer, dropped on whatever thread it ended up (buffers are `Send`
+//!   for worker handoff), stores `TP_STATUS_KERNEL` with release ordering,
+//!   so every write to the frame happens before the kernel reuses it.
 //!
-//! So a burst costs two atomic read-modify-writes per block on the port side
-//! and one per frame when the frame is dropped, and no `Arc` clone per
-//! packet. The mapping (and the socket) live until the port and every block
-//! still lent out are gone, so a buffer outliving its port stays valid.
+//! The kernel fills slots in ring order and stops (counting drops) at one
+//! user space still owns, and the port walks in the same order, so both
+//! stay in step; a buffer held a long time holds up the ring behind it.
+//! Workers must not park received buffers.
 //!
-//! A block held by a slow buffer holds up the ring: the kernel fills blocks
-//! in order and stops (counting drops) when it reaches one user space still
-//! owns. Workers must not park received buffers for long.
+//! The mapping (and the socket) must outlive every lent frame: the port
+//! holds one `Arc` on it, and the lent frames together hold one more while
+//! any is out (a count of lent frames: one atomic add per burst on the
+//! port, one atomic subtract per frame when it is dropped; whoever takes
+//! the count to zero gives the frames' reference back). No `Arc` clone per
+//! packet, and a buffer outliving its port stays valid.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -32,52 +32,48 @@ use std::sync::Arc;
 use super::super::{PacketBuf, HEADROOM};
 use super::sys;
 
-/// Offsets in `struct tpacket_block_desc` (linux/if_packet.h).
-pub(super) mod block {
-    pub const STATUS: usize = 8;
-    pub const NUM_PKTS: usize = 12;
-    pub const OFFSET_TO_FIRST_PKT: usize = 16;
-    pub const SEQ_NUM: usize = 24;
-    /// Bytes of the descriptor (the first frame starts after it).
-    pub const DESC_LEN: usize = 48;
-}
-
-/// Offsets in `struct tpacket3_hdr` and the `sockaddr_ll` after it.
+/// Offsets in `struct tpacket2_hdr` and the `sockaddr_ll` after it
+/// (linux/if_packet.h).
 pub(super) mod frame {
-    pub const NEXT_OFFSET: usize = 0;
-    pub const SNAPLEN: usize = 12;
-    pub const LEN: usize = 16;
-    pub const STATUS: usize = 20;
-    pub const MAC: usize = 24;
-    /// `TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`: where `sockaddr_ll`
-    /// starts.
-    pub const HDR_LEN: usize = 48;
+    pub const STATUS: usize = 0;
+    pub const LEN: usize = 4;
+    pub const SNAPLEN: usize = 8;
+    pub const MAC: usize = 12;
+    pub const VLAN_TCI: usize = 24;
+    pub const VLAN_TPID: usize = 26;
+    /// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where `sockaddr_ll`
+    /// starts, and the bytes of the slot a lent buffer must never touch
+    /// (the status word lives there until the frame goes back).
+    pub const HDR_LEN: usize = 32;
     pub const SLL_PKTTYPE: usize = HDR_LEN + 10;
 }
+
+/// Status of a slot lent out by the port: the `TP_STATUS_USER` bit clear
+/// (the port's walk stops at it) but not `TP_STATUS_KERNEL` (the kernel
+/// does not refill it). Bit 28 is used by no `TP_STATUS_*` flag.
+pub(super) const LENT: u32 = 1 << 28;
 
 /// Bytes of storage behind a pool buffer: headroom plus a 1500-byte MTU
 /// frame with a VLAN tag and room to grow, as `mem` buffers.
 pub const POOL_BUF_SIZE: usize = 2048;
 
-/// One block's count of outstanding holds, alone on its cache line so
-/// workers releasing different blocks do not contend.
-#[repr(align(64))]
-pub(super) struct BlockHold(AtomicU32);
-
-/// The socket and its mapped rings, shared by the port and every RX block
-/// that still has frames lent out.
+/// The socket and its mapped RX ring, shared by the port and its lent
+/// frames.
 pub(super) struct RingMap {
     fd: OwnedFd,
     base: NonNull<u8>,
     map_len: usize,
-    pub(super) rx_block_size: usize,
-    pub(super) rx_blocks: usize,
-    holds: Box<[BlockHold]>,
+    block_size: usize,
+    frames_per_block: usize,
+    pub(super) frame_size: usize,
+    pub(super) frames: usize,
+    /// Frames lent out and not yet given back.
+    lent: AtomicU32,
 }
 
 // SAFETY: the mapping is plain shared memory; which thread may touch which
-// byte is decided by the block protocol above (the hold counts and
-// `block_status` are only accessed atomically), not by thread identity.
+// byte is decided by the slot protocol above (status words and the lent
+// count are only accessed atomically), not by thread identity.
 unsafe impl Send for RingMap {}
 // SAFETY: as for `Send`: all shared mutation goes through atomics.
 unsafe impl Sync for RingMap {}
@@ -87,18 +83,19 @@ impl RingMap {
         fd: OwnedFd,
         base: NonNull<u8>,
         map_len: usize,
-        rx_block_size: usize,
-        rx_blocks: usize,
+        block_size: usize,
+        frame_size: usize,
+        frames: usize,
     ) -> RingMap {
         RingMap {
             fd,
             base,
             map_len,
-            rx_block_size,
-            rx_blocks,
-            holds: (0..rx_blocks)
-                .map(|_| BlockHold(AtomicU32::new(0)))
-                .collect(),
+            block_size,
+            frames_per_block: block_size / frame_size,
+            frame_size,
+            frames,
+            lent: AtomicU32::new(0),
         }
     }
 
@@ -110,88 +107,91 @@ impl RingMap {
         &self.fd
     }
 
-    /// First byte of RX block `index` (< `rx_blocks`).
+    /// First byte of frame slot `index` (< `frames`).
     #[inline]
-    pub(super) fn rx_block(&self, index: usize) -> *mut u8 {
-        debug_assert!(index < self.rx_blocks);
-        // SAFETY: the RX ring is the first `rx_block_size * rx_blocks` bytes
-        // of the mapping and `index` is in range.
-        unsafe { self.base.as_ptr().add(index * self.rx_block_size) }
+    pub(super) fn slot(&self, index: usize) -> *mut u8 {
+        debug_assert!(index < self.frames);
+        let offset = (index / self.frames_per_block) * self.block_size
+            + (index % self.frames_per_block) * self.frame_size;
+        // SAFETY: blocks of `block_size` bytes each hold `frames_per_block`
+        // whole slots, and `index` is in range, so the slot lies inside the
+        // `map_len` bytes mapped.
+        unsafe { self.base.as_ptr().add(offset) }
     }
 
-    /// The block's `block_status` word, shared with the kernel.
+    /// The `tp_status` word of the slot at `slot`, shared with the kernel.
+    ///
+    /// # Safety
+    /// `slot` must be a slot of this ring (from [`RingMap::slot`]).
     #[inline]
-    pub(super) fn block_status(&self, index: usize) -> &AtomicU32 {
-        // SAFETY: the word is inside the mapping, 4-byte aligned (blocks are
-        // page aligned, offset 8), lives as long as `self`, and both sides
-        // only access it as a whole aligned u32.
-        unsafe { AtomicU32::from_ptr(self.rx_block(index).add(block::STATUS).cast()) }
+    pub(super) unsafe fn status(&self, slot: *mut u8) -> &AtomicU32 {
+        // SAFETY: slots are 16-byte aligned inside the mapping (the kernel
+        // requires it of frame sizes), the word lives as long as `self`,
+        // and both sides only access it as a whole aligned u32.
+        unsafe { AtomicU32::from_ptr(slot.add(frame::STATUS).cast()) }
     }
 
-    /// Starts the port's walk of a block the kernel handed over: every frame
-    /// presumed lent, plus the walk's own hold; the block keeps the mapping
-    /// alive through one `Arc` reference until its holds reach zero.
+    /// `n` frames are about to be lent: the first of a lent set takes the
+    /// set's reference on the mapping.
     #[inline]
-    pub(super) fn hold_block(this: &Arc<RingMap>, index: usize, frames: u32) {
-        this.holds[index].0.fetch_add(frames + 1, Ordering::Relaxed);
-        // SAFETY: `this` is a live Arc, so its strong count is at least one.
-        unsafe { Arc::increment_strong_count(Arc::as_ptr(this)) };
+    pub(super) fn lend(this: &Arc<RingMap>, n: u32) {
+        if this.lent.fetch_add(n, Ordering::Relaxed) == 0 {
+            // SAFETY: `this` is a live Arc, so its strong count is at least one.
+            unsafe { Arc::increment_strong_count(Arc::as_ptr(this)) };
+        }
     }
 }
 
 impl Drop for RingMap {
     fn drop(&mut self) {
-        // SAFETY: the last `Arc` is gone: the port and every block with lent
-        // frames have given theirs back, so nothing points into the mapping.
+        // SAFETY: the last `Arc` is gone: the port and every lent frame have
+        // given theirs back, so nothing points into the mapping.
         unsafe { sys::unmap_rings(self.base, self.map_len) };
     }
 }
 
-/// Gives back `count` holds on RX block `index`; the last one returns the
-/// block to the kernel and drops the block's reference on the mapping.
+/// Gives the frame at `slot` back to the kernel, and with the last lent
+/// frame, the lent set's reference on the mapping.
 ///
 /// # Safety
-/// `map` must come from `Arc::as_ptr` of a `RingMap` on which
-/// [`RingMap::hold_block`] was called for this block, and the caller must own
-/// `count` of the block's outstanding holds.
+/// `map` must come from `Arc::as_ptr` of the `RingMap` that lent the frame
+/// at `slot` (counted by [`RingMap::lend`]), and the caller must own it.
 #[inline]
-pub(super) unsafe fn release_block(map: NonNull<RingMap>, index: usize, count: u32) {
-    // SAFETY: the caller owns holds on the block, so the block's Arc
-    // reference keeps the mapping alive at least until the fetch_sub.
+unsafe fn give_back(map: NonNull<RingMap>, slot: *mut u8) {
+    // SAFETY: the lent set's Arc reference keeps the mapping alive at least
+    // until the fetch_sub below, which only this frame's owner can do.
     let ring = unsafe { map.as_ref() };
-    // AcqRel: the last releaser must see every other holder's writes to the
-    // block before handing it back.
-    if ring.holds[index].0.fetch_sub(count, Ordering::AcqRel) == count {
-        ring.block_status(index)
-            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
-        // SAFETY: this was the block's last hold, so this thread owns the
-        // reference taken in `hold_block`; nothing touches `ring` after it.
+    // SAFETY: `slot` is a slot of this ring (the caller's contract).
+    unsafe { ring.status(slot) }.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+    // AcqRel: the last one must see the others' returns before unmapping.
+    if ring.lent.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SAFETY: this was the last lent frame, so this thread owns the
+        // reference taken in `lend`; nothing touches `ring` after it.
         unsafe { Arc::decrement_strong_count(map.as_ptr()) };
     }
 }
 
 /// Where a buffer's bytes live.
 enum Origin {
-    /// A frame in an RX block of the mapping.
-    Ring { map: NonNull<RingMap>, block: u32 },
+    /// A frame slot of the RX ring (`base` is the slot plus its header).
+    Ring { map: NonNull<RingMap> },
     /// A heap allocation of `POOL_BUF_SIZE` bytes (from `alloc`).
     Heap,
 }
 
 /// A frame lent by an [`AfPacketPort`](super::AfPacketPort): either a frame
-/// of an RX block, used in place (no copy on receive), or a pool buffer with
+/// of the RX ring, used in place (no copy on receive), or a pool buffer with
 /// [`HEADROOM`] for frames sluice originates.
 ///
-/// A received frame's headroom is the whole frame slot in front of the
-/// Ethernet header (the kernel's frame header, consumed before the buffer
-/// is lent, plus `PACKET_RESERVE` = [`HEADROOM`] bytes), so it is at least
-/// `HEADROOM`. Its tailroom is only the alignment padding up to the next
-/// frame of the block: `extend` on a received frame usually returns `None`.
+/// A received frame's storage is its ring slot after the kernel's
+/// `tpacket2_hdr` (whose status word stays the kernel's and port's): its
+/// headroom is the rest of the header area plus `PACKET_RESERVE` =
+/// [`HEADROOM`] bytes, so at least `HEADROOM`; its tailroom runs to the end
+/// of the slot.
 ///
-/// Dropping a buffer (on any thread) gives its block back when it was the
-/// block's last lent frame.
+/// Dropping a ring buffer (on any thread) gives its slot back.
 pub struct AfPacketBuf {
-    /// Start of the storage: the frame slot or the heap allocation.
+    /// Start of the storage: the slot past its header, or the heap block.
     base: NonNull<u8>,
     start: u32,
     len: u32,
@@ -200,33 +200,33 @@ pub struct AfPacketBuf {
     origin: Origin,
 }
 
-// SAFETY: the buffer owns its bytes exclusively (a frame slot of a
-// user-owned block, or its heap allocation), and giving back a ring frame
-// from another thread is what the atomic hold count is for.
+// SAFETY: the buffer owns its bytes exclusively (a lent slot, or its heap
+// allocation), and giving back a slot from another thread is what the
+// atomic status word and lent count are for.
 unsafe impl Send for AfPacketBuf {}
 
 impl AfPacketBuf {
-    /// A frame of an RX block. Lent only by the port's RX walk.
+    /// A frame of the RX ring. Lent only by the port's RX walk.
     ///
     /// # Safety
-    /// `[slot, slot + cap)` must lie in RX block `block` of `map`, be owned
-    /// by this buffer alone, and `start + len <= cap`; the caller hands the
-    /// buffer one of the block's holds.
+    /// `slot` must be a slot of `map`'s ring marked [`LENT`] and owned by
+    /// this buffer alone, counted by [`RingMap::lend`]; `frame::HDR_LEN +
+    /// start + len <= cap + frame::HDR_LEN <= frame_size`.
     #[inline]
     pub(super) unsafe fn from_ring(
         map: NonNull<RingMap>,
-        block: u32,
         slot: NonNull<u8>,
         start: u32,
         len: u32,
         cap: u32,
     ) -> AfPacketBuf {
         AfPacketBuf {
-            base: slot,
+            // SAFETY: the header lies inside the slot (caller's contract).
+            base: unsafe { NonNull::new_unchecked(slot.as_ptr().add(frame::HDR_LEN)) },
             start,
             len,
             cap,
-            origin: Origin::Ring { map, block },
+            origin: Origin::Ring { map },
         }
     }
 
@@ -256,7 +256,7 @@ impl AfPacketBuf {
         self.len = 0;
     }
 
-    /// Whether the frame is a slot of an RX ring block (received in place).
+    /// Whether the frame is a slot of an RX ring (received in place).
     pub fn is_ring_frame(&self) -> bool {
         !self.is_heap()
     }
@@ -265,10 +265,11 @@ impl AfPacketBuf {
 impl Drop for AfPacketBuf {
     fn drop(&mut self) {
         match self.origin {
-            Origin::Ring { map, block } => {
-                // SAFETY: a ring buffer owns one hold on its block (from_ring's
-                // contract) and gives it back exactly once, here.
-                unsafe { release_block(map, block as usize, 1) }
+            Origin::Ring { map } => {
+                // SAFETY: a ring buffer owns its lent slot, whose start lies
+                // `HDR_LEN` before `base` (from_ring's contract), and gives
+                // it back exactly once, here.
+                unsafe { give_back(map, self.base.as_ptr().sub(frame::HDR_LEN)) }
             }
             Origin::Heap => {
                 // SAFETY: `base` came from `Box::leak` of a
@@ -380,5 +381,23 @@ mod tests {
     fn pool_buffers_are_send() {
         fn is_send<T: Send>() {}
         is_send::<AfPacketBuf>();
+    }
+
+    #[test]
+    fn lent_marks_a_slot_neither_side_takes() {
+        assert_eq!(LENT & libc::TP_STATUS_USER, 0);
+        assert_ne!(LENT, libc::TP_STATUS_KERNEL);
+        for flag in [
+            libc::TP_STATUS_COPY,
+            libc::TP_STATUS_LOSING,
+            libc::TP_STATUS_CSUMNOTREADY,
+            libc::TP_STATUS_VLAN_VALID,
+            libc::TP_STATUS_VLAN_TPID_VALID,
+            libc::TP_STATUS_CSUM_VALID,
+            libc::TP_STATUS_TS_SOFTWARE,
+            libc::TP_STATUS_TS_RAW_HARDWARE,
+        ] {
+            assert_eq!(LENT & flag, 0, "{flag:#x}");
+        }
     }
 }

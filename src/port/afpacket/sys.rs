@@ -58,9 +58,9 @@ pub(super) fn set_option<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> i
 }
 
 /// Reads and resets the socket's receive counters (`PACKET_STATISTICS`).
-pub(super) fn packet_statistics(fd: i32) -> io::Result<libc::tpacket_stats_v3> {
-    let mut stats = MaybeUninit::<libc::tpacket_stats_v3>::zeroed();
-    let mut len = size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+pub(super) fn packet_statistics(fd: i32) -> io::Result<libc::tpacket_stats> {
+    let mut stats = MaybeUninit::<libc::tpacket_stats>::zeroed();
+    let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
     // SAFETY: `stats` is writable for `len` bytes and `len` is a valid
     // in/out pointer; the kernel writes at most `len` bytes.
     let rc = unsafe {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use dpdk_sys as sys;
 
 use super::queue::DpdkPort;
+use super::wake::{self, DeviceWake};
 use super::{check, error_text, last_errno, DpdkError, Eal, EAGAIN, ENOTSUP, MAX_BURST, VDEV_BUS};
 
 /// RSS hash key choice.
@@ -166,6 +167,8 @@ pub(super) struct DeviceInner {
     rss: RssState,
     /// One flag per queue: whether a DpdkPort holds it.
     pub(super) queue_taken: Vec<AtomicBool>,
+    /// What an idle worker on one of its queues can sleep on.
+    pub(super) wake: DeviceWake,
 }
 
 // SAFETY: the pool pointer refers to a DPDK mempool, whose get/put are
@@ -237,6 +240,9 @@ impl DpdkDevice {
             return Err(DpdkError::NoQueues);
         }
         let name = device.split_once(',').map_or(device, |(name, _)| name);
+        // Taken before any queue exists, to tell this device's AF_XDP
+        // sockets from others' afterwards (see `wake`).
+        let xsks_before = wake::xsk_fds();
         let c_name = CString::new(name).map_err(|_| DpdkError::ArgHasNul { index: 0 })?;
         let mut created_vdev = None;
         let port_id = match port_by_name(&c_name) {
@@ -283,7 +289,12 @@ impl DpdkDevice {
             created_vdev,
             armed: true,
         };
-        configure_and_start(claim, name, config)
+        let mut dev = configure_and_start(claim, name, config)?;
+        let new_xsks = wake::xsk_fds().difference(&xsks_before).copied().collect();
+        if let Some(inner) = Arc::get_mut(&mut dev.inner) {
+            inner.wake = wake::for_device(name, device, config.queues, new_xsks);
+        }
+        Ok(dev)
     }
 
     pub fn port_id(&self) -> u16 {
@@ -551,6 +562,7 @@ fn configure_and_start(
                 symmetric_key: symmetric,
             },
             queue_taken: (0..queues).map(|_| AtomicBool::new(false)).collect(),
+            wake: DeviceWake::None,
         }),
     })
 }

@@ -1,6 +1,7 @@
 //! One worker's queue pair and the mbufs it lends out.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
+use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use dpdk_sys as sys;
 
 use super::device::DeviceInner;
+use super::wake::{DeviceWake, TapDoorbell};
 use super::{error_text, last_errno, DpdkError, MAX_BURST};
 use crate::port::{PacketBuf, Port, PortStats};
 
@@ -37,7 +39,27 @@ pub struct DpdkPort {
     stats: PortStats,
     /// Set once registration failed, so the hot path does not retry.
     registration_failed: bool,
+    /// What an idle worker sleeps on for this queue.
+    wake: QueueWake,
+    /// Frames received while arming the wake-up (to see whether any were
+    /// waiting), handed out first by the next `rx_burst`.
+    stash: Vec<Mbuf>,
     device: Arc<DeviceInner>,
+}
+
+/// A queue's receive event (see `wake.rs`).
+#[derive(Debug)]
+enum QueueWake {
+    None,
+    /// The PMD's own AF_XDP socket: readable while its RX ring has frames.
+    Xsk(RawFd),
+    /// A doorbell socket on the device's kernel interface (`ifindex`),
+    /// opened when the worker first sleeps: a busy-polling worker never
+    /// does, and its interface then carries no extra packet tap.
+    Tap {
+        ifindex: i32,
+        bell: OnceCell<Option<TapDoorbell>>,
+    },
 }
 
 // SAFETY: the queue pair belongs to this value alone (DpdkDevice::port hands
@@ -66,14 +88,59 @@ impl std::fmt::Debug for DpdkPort {
 impl DpdkPort {
     /// The handle for `queue_id`, already marked taken in `device`.
     pub(super) fn new(device: Arc<DeviceInner>, queue_id: u16) -> DpdkPort {
+        let wake = match &device.wake {
+            DeviceWake::None => QueueWake::None,
+            DeviceWake::Xsk { fds } => fds
+                .get(usize::from(queue_id))
+                .map_or(QueueWake::None, |&fd| QueueWake::Xsk(fd)),
+            DeviceWake::PacketTap { ifindex } => QueueWake::Tap {
+                ifindex: *ifindex,
+                bell: OnceCell::new(),
+            },
+        };
         DpdkPort {
             port_id: device.port_id,
             queue_id,
             pool: device.pool,
             stats: PortStats::default(),
             registration_failed: false,
+            wake,
+            stash: Vec::with_capacity(MAX_BURST),
             device,
         }
+    }
+
+    /// One burst straight from the PMD into `out`.
+    fn receive(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        let mut raw = [ptr::null_mut::<sys::rte_mbuf>(); MAX_BURST];
+        let mut taken = 0;
+        while taken < max {
+            let want = (max - taken).min(MAX_BURST);
+            // SAFETY: raw has room for `want` pointers; this value is the
+            // queue's only user; received mbufs become ours.
+            let got = usize::from(unsafe {
+                sys::sluice_eth_rx_burst(self.port_id, self.queue_id, raw.as_mut_ptr(), want as u16)
+            });
+            for &m in &raw[..got] {
+                let Some(m) = NonNull::new(m) else { continue };
+                let mbuf = Mbuf(m);
+                // Scatter RX is never enabled, so chained mbufs are not
+                // expected; one would break the single-segment view, so it
+                // is dropped and counted rather than half-exposed.
+                if mbuf.raw().nb_segs != 1 {
+                    self.stats.rx_missed += 1;
+                    continue;
+                }
+                self.stats.rx_bytes += u64::from(mbuf.raw().data_len);
+                out.push(mbuf);
+                taken += 1;
+            }
+            if got < want {
+                break;
+            }
+        }
+        self.stats.rx_packets += taken as u64;
+        taken
     }
 
     /// Makes the calling thread a DPDK lcore (`rte_thread_register`) so its
@@ -130,35 +197,12 @@ impl Port for DpdkPort {
 
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
         self.ensure_thread_registered();
-        let mut raw = [ptr::null_mut::<sys::rte_mbuf>(); MAX_BURST];
-        let mut taken = 0;
-        while taken < max {
-            let want = (max - taken).min(MAX_BURST);
-            // SAFETY: raw has room for `want` pointers; this value is the
-            // queue's only user; received mbufs become ours.
-            let got = usize::from(unsafe {
-                sys::sluice_eth_rx_burst(self.port_id, self.queue_id, raw.as_mut_ptr(), want as u16)
-            });
-            for &m in &raw[..got] {
-                let Some(m) = NonNull::new(m) else { continue };
-                let mbuf = Mbuf(m);
-                // Scatter RX is never enabled, so chained mbufs are not
-                // expected; one would break the single-segment view, so it
-                // is dropped and counted rather than half-exposed.
-                if mbuf.raw().nb_segs != 1 {
-                    self.stats.rx_missed += 1;
-                    continue;
-                }
-                self.stats.rx_bytes += u64::from(mbuf.raw().data_len);
-                out.push(mbuf);
-                taken += 1;
-            }
-            if got < want {
-                break;
-            }
+        if !self.stash.is_empty() {
+            let n = self.stash.len().min(max);
+            out.extend(self.stash.drain(..n));
+            return n;
         }
-        self.stats.rx_packets += taken as u64;
-        taken
+        self.receive(out, max)
     }
 
     fn tx_burst(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
@@ -213,6 +257,43 @@ impl Port for DpdkPort {
 
     fn stats(&self) -> PortStats {
         self.stats
+    }
+
+    fn rx_event_fd(&self) -> Option<RawFd> {
+        match &self.wake {
+            QueueWake::None => None,
+            QueueWake::Xsk(fd) => Some(*fd),
+            QueueWake::Tap { ifindex, bell } => bell
+                .get_or_init(|| match TapDoorbell::open(*ifindex) {
+                    Ok(d) => Some(d),
+                    Err(err) => {
+                        tracing::warn!(port = self.port_id, queue = self.queue_id, %err,
+                            "no doorbell socket for this queue: its idle worker naps instead");
+                        None
+                    }
+                })
+                .as_ref()
+                .map(TapDoorbell::fd),
+        }
+    }
+
+    fn arm_rx_event(&mut self) -> bool {
+        match &self.wake {
+            // Level-triggered on the PMD's ring: a frame already there
+            // polls readable.
+            QueueWake::None | QueueWake::Xsk(_) => true,
+            QueueWake::Tap { bell, .. } => {
+                if let Some(Some(d)) = bell.get() {
+                    d.arm();
+                }
+                // Frames that reached the PMD's ring before the filter
+                // swap rang nothing: look (they wait in the stash).
+                let mut stash = std::mem::take(&mut self.stash);
+                let quiet = self.receive(&mut stash, MAX_BURST) == 0;
+                self.stash = stash;
+                quiet
+            }
+        }
     }
 }
 
