@@ -530,6 +530,25 @@ port = 8443
     let r =
         lb.call(json!({"v":1,"op":"reload","path":dir.join("missing.toml").display().to_string()}));
     assert_err(&r, "config", "cannot read");
+    // The interfaces a file names are the ports opened at start: renamed or
+    // added ones are refused, and nothing changes.
+    let renamed = base.replace("name = \"backends\"", "name = \"servers\"");
+    std::fs::write(&file, renamed).unwrap();
+    let r = lb.call(json!({"v":1,"op":"reload","path":file.display().to_string()}));
+    assert_err(&r, "invalid", "restart sluice");
+    assert_eq!(lb.generation(), g);
+    // An AF_PACKET file may leave `mac` out (read from the interface at
+    // start): a reload keeps the MACs sluice runs with.
+    let no_mac: String = base
+        .replace("backend = \"mem\"", "backend = \"afpacket\"")
+        .lines()
+        .filter(|l| !l.starts_with("mac = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, no_mac).unwrap();
+    let r = lb.call(json!({"v":1,"op":"reload","path":file.display().to_string()}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(lb.generation(), g + 1);
     lb.stop();
 }
 

@@ -354,3 +354,44 @@ fn ttl_expired_packets_are_answered_and_leave_no_flow_behind() {
     assert_eq!((c.flows_created, c.icmp_errors, c.total_drops()), (0, 1, 0));
     assert_eq!(rig.workers[0].flow_count(), 0);
 }
+
+/// A frame for another host's MAC (a switch flooding unicast it has not
+/// learnt, seen by a port in promiscuous mode) is dropped as not_our_mac on
+/// both paths: a new flow's SYN and an established flow's segment. Every
+/// instance on the segment would forward it otherwise.
+#[test]
+fn frames_for_another_hosts_mac_are_dropped_not_forwarded() {
+    let mut rig = Rig::new(1, &[service(Protocol::Tcp, &eps(&[1, 1]))]);
+    let other = |mut f: Vec<u8>| {
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0x99, 0x99]);
+        f
+    };
+    // A SYN to someone else's MAC creates nothing.
+    assert!(rig
+        .send(0, &other(from_client(40100, SYN, 1, 0)))
+        .is_empty());
+    let c = rig.counters(0);
+    assert_eq!(c.drops[DropReason::NotOurMac as usize], 1);
+    assert_eq!(c.flows_created, 0);
+    // An established flow: ours goes through (fast path), a copy to
+    // another MAC does not.
+    let (_, s) = one(rig.send(0, &from_client(40101, SYN, 1, 0)));
+    let b = backend_index(&s);
+    one(rig.send(1, &from_backend(b, 40101, SYN | ACK, 7, 2)));
+    one(rig.send(0, &from_client(40101, ACK, 2, 8)));
+    one(rig.send(0, &from_client(40101, ACK | PSH, 2, 8)));
+    assert!(rig
+        .send(0, &other(from_client(40101, ACK | PSH, 2, 8)))
+        .is_empty());
+    assert!(rig
+        .send(1, &other(from_backend(b, 40101, ACK, 8, 2)))
+        .is_empty());
+    let c = rig.counters(0);
+    assert_eq!(c.drops[DropReason::NotOurMac as usize], 3);
+    // Broadcast is everyone's (ARP requests, and the kernel too accepts
+    // IPv4 in a broadcast frame by default).
+    let mut bcast = from_client(40102, SYN, 1, 0);
+    bcast[..6].copy_from_slice(&[0xff; 6]);
+    one(rig.send(0, &bcast));
+    assert_eq!(rig.counters(0).drops[DropReason::NotOurMac as usize], 3);
+}

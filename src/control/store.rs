@@ -356,7 +356,8 @@ impl Store {
                 invalid("sluice was not started from a file; give the path to reload".into())
             })?,
         };
-        let config = Config::load(&path)?;
+        let mut config = Config::load(&path)?;
+        self.keep_interfaces(&mut config)?;
         let mut next = Store::from_config(&config, Some(path.clone()))?;
         next.publish_timeout = self.publish_timeout;
         // What ARP learnt stays true across a reload, and so do probe
@@ -389,6 +390,31 @@ impl Store {
             || invalid("generation not published".into()),
             StoreError::Publish,
         ))
+    }
+
+    /// A reload runs on the ports opened at start: its file must name the
+    /// same interfaces in the same order (a port is its index). An
+    /// interface given without `mac` keeps the MAC it runs with (read from
+    /// the interface at start), as at start.
+    fn keep_interfaces(&self, config: &mut Config) -> Result<(), StoreError> {
+        let running: Vec<&str> = self
+            .topology
+            .links
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        let wanted: Vec<&str> = config.interface.iter().map(|i| i.name.as_str()).collect();
+        if running != wanted {
+            return Err(invalid(format!(
+                "interfaces {wanted:?} differ from the running {running:?}: ports are opened at start, restart sluice to change them"
+            )));
+        }
+        for (i, l) in config.interface.iter_mut().zip(&self.topology.links) {
+            if i.mac.is_none() {
+                i.mac = Some(l.mac);
+            }
+        }
+        Ok(())
     }
 
     /// The earliest pending drain deadline.

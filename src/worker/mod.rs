@@ -245,6 +245,9 @@ pub struct Worker<P: Port> {
     plumbing: Plumbing<P::Buf>,
     /// Port of the burst being processed (where replies go back out).
     rx_port: u16,
+    /// Each port's own MAC under the current generation (`None`: the
+    /// generation names no link for the port, so no frame is refused).
+    link_macs: Vec<Option<[u8; 6]>>,
     burst: Vec<P::Buf>,
     tx: Vec<Vec<P::Buf>>,
     epoch: Instant,
@@ -296,6 +299,7 @@ impl<P: Port> Worker<P> {
             shared,
             plumbing,
             rx_port: 0,
+            link_macs: Vec::new(),
             burst: Vec::with_capacity(BATCH),
             tx: (0..nports).map(|_| Vec::with_capacity(BATCH * 2)).collect(),
             epoch,
@@ -318,6 +322,7 @@ impl<P: Port> Worker<P> {
 
     fn with_endpoint_counters(mut self) -> Self {
         self.ep = vec![EndpointCounters::default(); self.gen.endpoint_count()];
+        self.refresh_link_macs();
         self.recycler.configure(&self.gen, self.n_workers);
         self.shared
             .flow_capacity
@@ -486,6 +491,35 @@ impl<P: Port> Worker<P> {
         r
     }
 
+    /// Reads each port's MAC from the current generation.
+    fn refresh_link_macs(&mut self) {
+        let gen = &self.gen;
+        self.link_macs = (0..self.ports.len())
+            .map(|p| {
+                u16::try_from(p)
+                    .ok()
+                    .and_then(|p| gen.link(p))
+                    .map(|l| l.mac.0)
+            })
+            .collect();
+    }
+
+    /// Whether `frame` is addressed to the port it arrived on: its MAC, or
+    /// broadcast (ARP requests). A port in promiscuous mode also sees
+    /// unicast meant for other hosts (a switch flooding a MAC it has not
+    /// learnt); forwarding those would duplicate the flow on every instance
+    /// of a segment.
+    #[inline(always)]
+    fn addressed_to_us(&self, frame: &[u8]) -> bool {
+        let Some(dst) = frame.get(..6) else {
+            return true; // too short: the parser's to refuse
+        };
+        match self.link_macs.get(usize::from(self.rx_port)) {
+            Some(Some(mac)) => dst == mac || dst == [0xff; 6],
+            _ => true,
+        }
+    }
+
     /// Milliseconds on the worker clock (read once per poll, never per packet).
     #[inline]
     fn now(&self) -> Tick {
@@ -507,6 +541,7 @@ impl<P: Port> Worker<P> {
             // or the control thread) drops it: publication is the Arc swap,
             // acknowledged below, never a rule about timing.
             self.gen = g;
+            self.refresh_link_macs();
             self.memo.clear();
             self.recycler.configure(&self.gen, self.n_workers);
             self.shared
@@ -920,6 +955,9 @@ impl<P: Port> Worker<P> {
 
     #[inline]
     fn lookup_stage(&self, frame: &[u8], handed: bool, pre: PreLookup) -> Stage {
+        if !self.addressed_to_us(frame) {
+            return Stage::Drop(DropReason::NotOurMac);
+        }
         let p = match parse(frame) {
             Ok(p) => p,
             Err(None) => return Stage::Punt,

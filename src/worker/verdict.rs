@@ -71,6 +71,10 @@ drop_reasons! {
     PuntFull => "punt_full",
     /// A packet sluice had to originate found no buffer.
     NoBuffer => "no_buffer",
+    /// Addressed to another host's MAC (unicast flooded by a switch, seen
+    /// by a promiscuous port) or to a multicast group: not sluice's to
+    /// forward, or every instance on the segment would.
+    NotOurMac => "not_our_mac",
 }
 
 /// What happens to one packet.
