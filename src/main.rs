@@ -172,6 +172,9 @@ enum CtlOp {
     Generation,
     /// Whether sluice forwards (every worker runs the generation in force).
     Status,
+    /// The neighbor table: IP, MAC, state, age, where it was learnt (why
+    /// packets drop as neighbor_unresolved).
+    Neighbors,
     /// Wait until sluice forwards: the control socket answers and every
     /// worker runs the configuration. Exit status 0 when ready, 1 at the
     /// timeout.
@@ -528,6 +531,7 @@ fn ctl_request(op: CtlOp) -> Result<Request, String> {
         },
         CtlOp::Generation => Request::Generation,
         CtlOp::Status | CtlOp::Wait { .. } => Request::Status,
+        CtlOp::Neighbors => Request::Neighbors,
         CtlOp::Vip { op } => match op {
             VipOp::List => Request::VipList,
             VipOp::Announce { vip, all } => Request::VipAnnounce { vip, all },

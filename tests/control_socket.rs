@@ -793,6 +793,25 @@ fn the_ctl_command_prints_tables_json_and_clear_errors() {
         "30s",
     ]);
     assert_eq!(code, Some(0), "{out}");
+    // The neighbor table: the configured neighbors, on their interfaces.
+    let (code, out, err) = run(&["neighbors"]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let b1 = out
+        .lines()
+        .find(|l| l.starts_with("10.200.2.11 "))
+        .unwrap_or_else(|| panic!("no row for 10.200.2.11: {out}"));
+    for col in ["02:00:00:00:02:0b", "backends", "static", "config"] {
+        assert!(b1.contains(col), "{col} missing: {b1}");
+    }
+    let (code, out, _) = run(&["--json", "neighbors"]);
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let rows = v["result"]["neighbors"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["ip"] == "10.200.1.1" && r["interface"] == "clients"),
+        "the gateway: {v}"
+    );
     let (code, out, _) = run(&["--json", "services", "list"]);
     assert_eq!(code, Some(0));
     let v: Value = serde_json::from_str(out.trim()).unwrap();

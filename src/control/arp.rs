@@ -81,6 +81,58 @@ struct Entry {
     /// that asked for one of our addresses) are only remembered until they
     /// expire; they refresh themselves by asking again.
     wanted: bool,
+    /// Where the MAC came from.
+    source: Source,
+    /// When the MAC was last confirmed by the neighbor itself (an ARP
+    /// frame from it), if ever.
+    confirmed: Option<Duration>,
+}
+
+/// Where a neighbor entry's MAC came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The configuration's `neighbors`.
+    Config,
+    /// An ARP request or reply from the neighbor.
+    Arp,
+    /// The previous instance's neighbor file (revalidated by ARP).
+    Restored,
+    /// Nothing yet: being asked.
+    Asking,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Arp => "arp",
+            Source::Restored => "restored",
+            Source::Asking => "-",
+        }
+    }
+}
+
+/// One row of `sluice ctl neighbors`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NeighborView {
+    pub ip: Ipv4Addr,
+    /// `None` while it is being asked (frames to it wait or drop as
+    /// `neighbor_unresolved`).
+    pub mac: Option<MacAddr>,
+    /// The port (interface index) it lives on.
+    pub port: u16,
+    /// `static` (configured), `reachable` (confirmed within its lifetime),
+    /// `refreshing` (usable, being asked again), `incomplete` (asked, no
+    /// answer yet), `failed` (every try unanswered; asked again slowly).
+    pub state: String,
+    /// Milliseconds since the neighbor last confirmed its MAC (`None`:
+    /// never, e.g. configured or restored and not yet re-confirmed).
+    pub age_ms: Option<u64>,
+    /// `config`, `arp`, `restored`, or `-` (never answered).
+    pub source: String,
+    /// A next hop the data path needs (probed and refreshed), rather than
+    /// a host that asked for one of sluice's addresses.
+    pub next_hop: bool,
 }
 
 /// A frame for the control thread to send out of `port`.
@@ -164,6 +216,8 @@ impl Neighbors {
                 mac: Some(mac),
                 port,
                 state: State::Static,
+                source: Source::Config,
+                confirmed: None,
                 expires: Duration::MAX,
                 wanted: true,
             },
@@ -206,6 +260,8 @@ impl Neighbors {
                     },
                     expires: Duration::ZERO,
                     wanted: true,
+                    source: Source::Asking,
+                    confirmed: None,
                 },
             );
         }
@@ -232,8 +288,39 @@ impl Neighbors {
                 },
                 expires: Duration::ZERO,
                 wanted: false,
+                source: Source::Asking,
+                confirmed: None,
             },
         );
+    }
+
+    /// The table as `sluice ctl neighbors` shows it, at `now` on the same
+    /// clock as the other calls.
+    pub fn view(&self, now: Duration) -> Vec<NeighborView> {
+        let tries = self.timers.tries;
+        self.entries
+            .iter()
+            .map(|(a, e)| {
+                let state = match e.state {
+                    State::Static => "static",
+                    State::Reachable { .. } if e.mac.is_some() => "reachable",
+                    State::Probing { .. } if e.mac.is_some() => "refreshing",
+                    State::Probing { sent, .. } if sent >= tries => "failed",
+                    _ => "incomplete",
+                };
+                NeighborView {
+                    ip: *a,
+                    mac: e.mac,
+                    port: e.port,
+                    state: state.into(),
+                    age_ms: e
+                        .confirmed
+                        .map(|at| now.saturating_sub(at).as_millis() as u64),
+                    source: e.source.name().into(),
+                    next_hop: e.wanted,
+                }
+            })
+            .collect()
     }
 
     /// The resolved neighbors, for the next generation.
@@ -283,6 +370,8 @@ impl Neighbors {
                     },
                     expires: now + self.timers.retry * self.timers.tries,
                     wanted: false,
+                    source: Source::Restored,
+                    confirmed: None,
                 },
             );
             taken += 1;
@@ -437,6 +526,8 @@ impl Neighbors {
                 e.port = port;
                 e.state = State::Reachable { at: now };
                 e.expires = now + self.timers.reachable;
+                e.source = Source::Arp;
+                e.confirmed = Some(now);
                 self.stats.learnt += 1;
             }
         }
@@ -459,6 +550,8 @@ impl Neighbors {
                     state: State::Reachable { at: now },
                     expires: now + self.timers.reachable,
                     wanted: false,
+                    source: Source::Arp,
+                    confirmed: Some(now),
                 },
             );
             self.stats.learnt += 1;
@@ -734,6 +827,54 @@ mod tests {
         assert!(n.resolved().is_empty());
         assert_eq!(n.unresolved(), vec![b1]);
         assert!(n.stats.unresolved >= 1);
+    }
+
+    /// `ctl neighbors`: each entry's state, age and source as it moves
+    /// from asked to learnt to refreshing to failed.
+    #[test]
+    fn the_view_tells_state_age_and_source() {
+        let mut n = nb();
+        let (b1, b2, gw) = (
+            Ipv4Addr::new(10, 200, 2, 11),
+            Ipv4Addr::new(10, 200, 2, 12),
+            Ipv4Addr::new(10, 200, 2, 1),
+        );
+        n.add_static(gw, MacAddr([2, 0, 0, 0, 2, 1]));
+        n.restore([(b2, MacAddr([2, 0, 0, 0, 2, 12]))], Duration::ZERO);
+        n.want([b1, gw]);
+        n.tick(Duration::from_secs(1));
+        let row = |n: &Neighbors, a: Ipv4Addr, now: u64| {
+            n.view(Duration::from_secs(now))
+                .into_iter()
+                .find(|r| r.ip == a)
+                .map(|r| (r.state, r.age_ms, r.source, r.mac.is_some(), r.next_hop))
+        };
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            row(&n, gw, 1),
+            Some((s("static"), None, s("config"), true, true))
+        );
+        assert_eq!(
+            row(&n, b1, 1),
+            Some((s("incomplete"), None, s("-"), false, true))
+        );
+        assert_eq!(
+            row(&n, b2, 1),
+            Some((s("refreshing"), None, s("restored"), true, false))
+        );
+        n.on_frame(0, &reply_from([10, 200, 2, 11], B1), Duration::from_secs(2));
+        assert_eq!(
+            row(&n, b1, 5),
+            Some((s("reachable"), Some(3000), s("arp"), true, true))
+        );
+        // Never answers again: refreshing, then expired and failed.
+        for t in 50..75 {
+            n.tick(Duration::from_secs(t));
+        }
+        assert_eq!(
+            row(&n, b1, 75),
+            Some((s("failed"), Some(73_000), s("arp"), false, true))
+        );
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub enum Request {
     Generation,
     /// Whether sluice forwards: every worker runs the generation in force.
     Status,
+    /// The neighbor table (ARP): addresses, MACs, states, ages.
+    Neighbors,
     /// Announces `vip` (or, with `all`, every VIP) to the routers again
     /// after a `vip_withdraw`: it is announced while it has a healthy
     /// endpoint.
@@ -177,6 +179,7 @@ pub const OPS: &[&str] = &[
     "reload",
     "generation",
     "status",
+    "neighbors",
     "vip_announce",
     "vip_withdraw",
     "vip_list",
@@ -419,6 +422,18 @@ pub enum Outcome {
     Generation,
     Vips(VipReport),
     Status(Status),
+    Neighbors {
+        neighbors: Vec<NeighborRow>,
+    },
+}
+
+/// One neighbor, as `neighbors` reports it: the ARP entry with its
+/// interface's name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighborRow {
+    #[serde(flatten)]
+    pub entry: crate::control::arp::NeighborView,
+    pub interface: String,
 }
 
 /// The answer to `status`.

@@ -94,6 +94,27 @@ pub fn response(r: &Response) -> String {
                 f.worker, f.client, f.vip, f.backend, f.state, f.age_ms, f.idle_ms, f.generation
             );
         }
+        Some(Outcome::Neighbors { neighbors }) => {
+            let _ = writeln!(
+                o,
+                "{:<16} {:<18} {:<12} {:<11} {:>9} {:<9} NEXT_HOP",
+                "IP", "MAC", "INTERFACE", "STATE", "AGE_MS", "SOURCE"
+            );
+            for n in neighbors {
+                let e = &n.entry;
+                let _ = writeln!(
+                    o,
+                    "{:<16} {:<18} {:<12} {:<11} {:>9} {:<9} {}",
+                    e.ip.to_string(),
+                    e.mac.map_or_else(|| "-".to_string(), |m| m.to_string()),
+                    n.interface,
+                    e.state,
+                    e.age_ms.map_or_else(|| "-".to_string(), |a| a.to_string()),
+                    e.source,
+                    if e.next_hop { "yes" } else { "no" }
+                );
+            }
+        }
         Some(Outcome::Flows { flows }) => {
             let _ = writeln!(
                 o,

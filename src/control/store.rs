@@ -688,7 +688,8 @@ fn stage(
         | Request::Digest { .. }
         | Request::Reload { .. }
         | Request::Generation
-        | Request::Status => return Err(StoreError::NotAChange("a query")),
+        | Request::Status
+        | Request::Neighbors => return Err(StoreError::NotAChange("a query")),
         Request::VipAnnounce { .. } | Request::VipWithdraw { .. } | Request::VipList => {
             return Err(StoreError::NotAChange("an announcement request"))
         }

@@ -800,6 +800,21 @@ impl<B: Send + 'static> Loop<B> {
                     services: self.store.services().count(),
                 }))
             }
+            Request::Neighbors => {
+                let links = &self.store.topology().links;
+                let neighbors = self
+                    .arp
+                    .view(self.arp_epoch.elapsed())
+                    .into_iter()
+                    .map(|entry| super::protocol::NeighborRow {
+                        interface: links
+                            .get(usize::from(entry.port))
+                            .map_or_else(|| format!("port {}", entry.port), |l| l.name.clone()),
+                        entry,
+                    })
+                    .collect();
+                Ok(Outcome::Neighbors { neighbors })
+            }
             Request::VipList | Request::VipAnnounce { .. } | Request::VipWithdraw { .. } => {
                 self.ha_query(req)
             }
