@@ -29,10 +29,6 @@ impl<P: Port> Worker<P> {
         handed: bool,
         pre: PreLookup,
     ) -> Option<u16> {
-        // Another host's frame is the general path's to drop.
-        if !self.addressed_to_us(frame) {
-            return None;
-        }
         let Some(Ok(p)) = parse_common(frame) else {
             return None;
         };
