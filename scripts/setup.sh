@@ -78,4 +78,18 @@ if [ "$MODE" = test ]; then
     echo "== installing cargo-nextest"
     cargo install --locked cargo-nextest >/dev/null 2>&1 || echo "warning: cargo-nextest not installed; tests run with cargo test" >&2
   fi
+  # The fuzz smoke run (scripts/fuzz.sh): libFuzzer needs a nightly
+  # toolchain (-Zsanitizer) and cargo-fuzz.
+  if [ "${SLUICE_NO_FUZZ:-0}" != 1 ]; then
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+      echo "== installing the nightly toolchain (fuzzing)"
+      rustup toolchain install nightly --profile minimal >/dev/null 2>&1 ||
+        echo "warning: no nightly toolchain; the fuzz smoke run will be skipped" >&2
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+      echo "== installing cargo-fuzz"
+      cargo install --locked cargo-fuzz >/dev/null 2>&1 ||
+        echo "warning: cargo-fuzz not installed; the fuzz smoke run will be skipped" >&2
+    fi
+  fi
 fi

@@ -5,6 +5,8 @@
 # without the `dpdk` feature), then every test of the workspace with the
 # `dpdk` feature on. Tests that need root (network namespaces) are reported
 # as skipped when not run as root.
+# Then every fuzz target for a short while (scripts/fuzz.sh, 20 s each;
+# SLUICE_FUZZ_SECONDS sets it, SLUICE_NO_FUZZ=1 skips it).
 # SLUICE_NO_DPDK=1 skips everything DPDK; SLUICE_NO_SETUP=1 installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,4 +40,13 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --lib --bins --tests --examples "${FEATURES[@]}" --no-fail-fast
 else
   cargo test --workspace --lib --bins --tests --examples "${FEATURES[@]}" --no-fail-fast
+fi
+if [ "${SLUICE_NO_FUZZ:-0}" != 1 ]; then
+  if rustup run nightly rustc --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
+    echo "== fuzz smoke run (scripts/fuzz.sh ${SLUICE_FUZZ_SECONDS:-20})"
+    scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-20}"
+  else
+    echo "error: the fuzz smoke run needs the nightly toolchain and cargo-fuzz (scripts/setup.sh installs them); SLUICE_NO_FUZZ=1 skips it" >&2
+    exit 1
+  fi
 fi

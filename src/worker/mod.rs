@@ -345,6 +345,12 @@ impl<P: Port> Worker<P> {
         self
     }
 
+    /// The flow table, for invariant checks (fuzz targets, tests).
+    #[doc(hidden)]
+    pub fn flow_table(&self) -> &FlowTable {
+        &self.flows
+    }
+
     /// Lets the control thread query this worker (flows, endpoint counters).
     pub fn with_requests(mut self, rx: Receiver<WorkerRequest>) -> Self {
         self.requests = Some(rx);
@@ -723,8 +729,16 @@ impl<P: Port> Worker<P> {
     /// One pass over every port and the handoff inbox; returns the number of
     /// packets processed.
     pub fn poll_once(&mut self) -> usize {
-        self.switch_generation();
         let now = self.now();
+        self.poll_at(now)
+    }
+
+    /// [`Worker::poll_once`] at a given time on the worker clock
+    /// (milliseconds): for the fuzz targets and tests that drive time
+    /// themselves.
+    #[doc(hidden)]
+    pub fn poll_at(&mut self, now: Tick) -> usize {
+        self.switch_generation();
         self.restore_when_ready(now);
         self.serve_requests(now);
         self.counters.polls += 1;
