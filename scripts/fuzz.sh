@@ -12,6 +12,9 @@ SECONDS_EACH=${1:-30}
 shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(pipeline wire control config snapshot)
+# The rig's own tests first (the checksum code, and that the pipeline
+# seeds reach what the target claims to check).
+cargo test --lib --quiet
 cargo +nightly fuzz build -O
 failed=()
 for t in "${TARGETS[@]}"; do

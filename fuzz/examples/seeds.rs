@@ -256,6 +256,34 @@ fn main() {
     conv.extend(record(0, 63, &client_tcp(41000, 106, 906, ACK | FIN, &[])));
     conv.extend(record(0, 0, &client_tcp(41000, 5000, 0, SYN, &[])));
     write(&root.join("pipeline"), "conversation", &conv);
+    // Flows to every web and dns endpoint, then each later generation
+    // published under them (the length's top bit), the same packets again.
+    let mut live = Vec::new();
+    for sport in 42000..42008u16 {
+        live.extend(record(0, 0, &client_tcp(sport, 100, 0, SYN, &[])));
+        live.extend(record(0, 0, &client_tcp(sport, 101, 901, ACK, &[])));
+    }
+    let queries: Vec<Vec<u8>> = (42000..42004u16)
+        .map(|sport| {
+            let d = udp(sport, 53, b"query");
+            ip(CLIENT_LINK_MAC, CLIENT, VIP, 17, 64, &[], &d, false)
+        })
+        .collect();
+    for q in &queries {
+        live.extend(record(0, 0, q));
+    }
+    for _ in 0..2 {
+        let mut first = record(0, 1, &client_tcp(42000, 101, 901, ACK | PSH, b"again"));
+        first[1] |= 0x80;
+        live.extend(first);
+        for sport in 42001..42008u16 {
+            live.extend(record(0, 0, &client_tcp(sport, 101, 901, ACK, &[])));
+        }
+        for q in &queries {
+            live.extend(record(0, 0, q));
+        }
+    }
+    write(&root.join("pipeline"), "generations", &live);
     let mut flood = Vec::new();
     for i in 0..80u16 {
         let seg = tcp(
