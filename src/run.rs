@@ -102,13 +102,37 @@ fn run_dpdk(
         ms = started.elapsed().as_secs_f64() * 1e3,
         "DPDK EAL initialised"
     );
-    let dev_cfg = DeviceConfig {
-        queues: workers as u16,
-        ..DeviceConfig::default()
-    };
+    use crate::control::config::InterfaceRole;
+    use crate::port::dpdk::{RssConfig, RssKey};
+    use crate::rss::ClientSide;
+    let roles = config.interface_roles();
     // Devices live as long as the run: dropping one detaches it.
     let mut devices = Vec::new();
-    for i in config.interface.iter_mut() {
+    for (i, role) in config.interface.iter_mut().zip(roles) {
+        let side = match role {
+            InterfaceRole::Client => ClientSide::Source,
+            InterfaceRole::Backend => ClientSide::Destination,
+            InterfaceRole::Both => {
+                if workers > 1 {
+                    tracing::warn!(
+                        interface = %i.name,
+                        "interface carries clients' packets and backends' replies: the NIC \
+                         steers clients' packets to their flow's owner, replies cross the \
+                         handoff ring (set role = \"client\" or \"backend\" on a one-sided \
+                         interface)"
+                    );
+                }
+                ClientSide::Source
+            }
+        };
+        let dev_cfg = DeviceConfig {
+            queues: workers as u16,
+            rss: RssConfig {
+                key: RssKey::Owner(side),
+                ..RssConfig::default()
+            },
+            ..DeviceConfig::default()
+        };
         let d = DpdkDevice::open(&eal, &i.name, &dev_cfg).map_err(|e| RunError::on(&i.name, e))?;
         if i.mac.is_none() {
             let m = d.mac_address().map_err(|e| RunError::on(&i.name, e))?;

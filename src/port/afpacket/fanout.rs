@@ -26,16 +26,7 @@ use std::os::fd::OwnedFd;
 use super::sys;
 use crate::rss;
 
-/// Which side of a packet holds the client (the flow's owner key).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientSide {
-    /// Client-facing interface: clients send to VIPs, the client is the
-    /// packet's source.
-    Source,
-    /// Backend-facing interface: replies go back to clients, the client is
-    /// the packet's destination.
-    Destination,
-}
+pub use crate::rss::ClientSide;
 
 // Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
 const LD: u16 = 0x00;
