@@ -511,8 +511,9 @@ impl Config {
     /// Each interface's role: the one set, or else inferred. An interface
     /// is backend-facing when an endpoint is on its subnet or reached by a
     /// route through it; client-facing when the default gateway is on its
-    /// subnet or a route to a network with no endpoint goes through it;
-    /// both when it is both or neither (a one-interface load balancer).
+    /// subnet, a route to a network with no endpoint goes through it, or it
+    /// has no endpoint while another interface has; both otherwise (a
+    /// one-interface load balancer).
     pub fn interface_roles(&self) -> Vec<InterfaceRole> {
         let within = |a: Ipv4Addr, net: Ipv4Addr, len: u8| {
             let mask = if len == 0 {
@@ -536,15 +537,11 @@ impl Config {
                     .map(|(n, l)| (n, l, r.via))
             })
             .collect();
-        self.interface
+        let evidence: Vec<Option<(bool, bool)>> = self
+            .interface
             .iter()
             .map(|i| {
-                if let Some(r) = i.role {
-                    return r;
-                }
-                let Ok((net, len)) = parse_prefix(&i.address, "interface") else {
-                    return InterfaceRole::Both;
-                };
+                let (net, len) = parse_prefix(&i.address, "interface").ok()?;
                 let mut backend = endpoints.iter().any(|&e| within(e, net, len));
                 let mut client = self.network.gateway.is_some_and(|g| within(g, net, len));
                 for &(dest, dlen, via) in &routes {
@@ -556,11 +553,21 @@ impl Config {
                         }
                     }
                 }
-                match (client, backend) {
-                    (true, false) => InterfaceRole::Client,
-                    (false, true) => InterfaceRole::Backend,
-                    _ => InterfaceRole::Both,
-                }
+                Some((client, backend))
+            })
+            .collect();
+        // An interface with no endpoint behind it, beside one that has
+        // them, faces the clients (clients on a directly attached subnet).
+        let backends_elsewhere = evidence.iter().any(|e| matches!(e, Some((_, true))));
+        self.interface
+            .iter()
+            .zip(evidence)
+            .map(|(i, e)| match (i.role, e) {
+                (Some(r), _) => r,
+                (None, Some((true, false))) => InterfaceRole::Client,
+                (None, Some((false, false))) if backends_elsewhere => InterfaceRole::Client,
+                (None, Some((false, true))) => InterfaceRole::Backend,
+                _ => InterfaceRole::Both,
             })
             .collect()
     }
