@@ -16,6 +16,18 @@
 //! The hash is linear over GF(2), so it is computed from per-byte tables
 //! (six lookups for an address and a port) built at compile time.
 
+/// Which side of a packet holds the client (the flow's owner key), by the
+/// role of the interface it arrives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientSide {
+    /// Client-facing interface: clients send to VIPs, the client is the
+    /// packet's source.
+    Source,
+    /// Backend-facing interface: replies go back to clients, the client is
+    /// the packet's destination.
+    Destination,
+}
+
 /// The Toeplitz key sluice programs into NICs: the one from Microsoft's
 /// RSS specification (and most drivers' default), so its test vectors hold.
 pub const KEY: [u8; 40] = [

@@ -65,7 +65,8 @@ pub fn run(path: &Path) -> Result<(), RunError> {
                 }
             }
             let names: Vec<&str> = config.interface.iter().map(|i| i.name.as_str()).collect();
-            let ports = open_afpacket_ports(&names, workers, RingConfig::default())?;
+            let roles = config.interface_roles();
+            let ports = open_afpacket_ports(&names, &roles, workers, RingConfig::default())?;
             ports_open(started);
             serve(&config, path, ports, &stop)
         }
@@ -101,13 +102,37 @@ fn run_dpdk(
         ms = started.elapsed().as_secs_f64() * 1e3,
         "DPDK EAL initialised"
     );
-    let dev_cfg = DeviceConfig {
-        queues: workers as u16,
-        ..DeviceConfig::default()
-    };
+    use crate::control::config::InterfaceRole;
+    use crate::port::dpdk::{RssConfig, RssKey};
+    use crate::rss::ClientSide;
+    let roles = config.interface_roles();
     // Devices live as long as the run: dropping one detaches it.
     let mut devices = Vec::new();
-    for i in config.interface.iter_mut() {
+    for (i, role) in config.interface.iter_mut().zip(roles) {
+        let side = match role {
+            InterfaceRole::Client => ClientSide::Source,
+            InterfaceRole::Backend => ClientSide::Destination,
+            InterfaceRole::Both => {
+                if workers > 1 {
+                    tracing::warn!(
+                        interface = %i.name,
+                        "interface carries clients' packets and backends' replies: the NIC \
+                         steers clients' packets to their flow's owner, replies cross the \
+                         handoff ring (set role = \"client\" or \"backend\" on a one-sided \
+                         interface)"
+                    );
+                }
+                ClientSide::Source
+            }
+        };
+        let dev_cfg = DeviceConfig {
+            queues: workers as u16,
+            rss: RssConfig {
+                key: RssKey::Owner(side),
+                ..RssConfig::default()
+            },
+            ..DeviceConfig::default()
+        };
         let d = DpdkDevice::open(&eal, &i.name, &dev_cfg).map_err(|e| RunError::on(&i.name, e))?;
         if i.mac.is_none() {
             let m = d.mac_address().map_err(|e| RunError::on(&i.name, e))?;
@@ -149,18 +174,52 @@ fn ports_open(started: Instant) {
 /// opened one after the other those waits added up at every start. The
 /// sockets belong to this process's network namespace whichever thread
 /// opens them. Returns `ports[worker][interface]`.
+///
+/// With several workers each interface's sockets join a fanout group whose
+/// program computes the flow's owner from the client side its role names
+/// (`crate::port::afpacket::fanout`), one after the other in worker order
+/// once all are open.
 fn open_afpacket_ports(
     names: &[&str],
+    roles: &[crate::control::config::InterfaceRole],
     workers: usize,
     ring: crate::port::afpacket::RingConfig,
 ) -> Result<Vec<Vec<crate::port::afpacket::AfPacketPort>>, RunError> {
-    use crate::port::afpacket::AfPacketPort;
+    use crate::control::config::InterfaceRole;
+    use crate::port::afpacket::fanout::ClientSide;
+    use crate::port::afpacket::{AfPacketPort, FanoutMode};
+    let sides: Vec<ClientSide> = names
+        .iter()
+        .zip(roles)
+        .map(|(name, role)| match role {
+            InterfaceRole::Client => ClientSide::Source,
+            InterfaceRole::Backend => ClientSide::Destination,
+            InterfaceRole::Both => {
+                if workers > 1 {
+                    tracing::warn!(
+                        interface = %name,
+                        "interface carries clients' packets and backends' replies: the kernel \
+                         steers clients' packets to their flow's owner, replies cross the \
+                         handoff ring (set role = \"client\" or \"backend\" on a one-sided \
+                         interface)"
+                    );
+                }
+                ClientSide::Source
+            }
+        })
+        .collect();
+    let sides = &sides;
     let opened: Vec<Vec<Result<AfPacketPort, RunError>>> = std::thread::scope(|s| {
         let handles: Vec<Vec<_>> = (0..workers)
             .map(|w| {
                 names
                     .iter()
-                    .map(|&name| {
+                    .zip(sides)
+                    .map(|(&name, &side)| {
+                        let ring = crate::port::afpacket::RingConfig {
+                            fanout: FanoutMode::Owner(side),
+                            ..ring
+                        };
                         s.spawn(move || {
                             AfPacketPort::open(name, w as u32, workers as u32, ring)
                                 .map_err(|e| RunError::on(name, e))
@@ -185,10 +244,21 @@ fn open_afpacket_ports(
     });
     // The first error by worker and interface order, as a sequential open
     // would have reported it; every port opened meanwhile is closed.
-    opened
+    let ports: Vec<Vec<AfPacketPort>> = opened
         .into_iter()
         .map(|mine| mine.into_iter().collect())
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if workers > 1 {
+        for (i, (name, &side)) in names.iter().zip(sides).enumerate() {
+            for mine in &ports {
+                mine[i]
+                    .join_owner_fanout(side, workers as u32)
+                    .map_err(|e| RunError::on(name, e))?;
+            }
+            tracing::info!(interface = %name, ?side, "kernel fanout steers each flow to its owner");
+        }
+    }
+    Ok(ports)
 }
 
 /// The MAC address of a kernel interface (in this network namespace).

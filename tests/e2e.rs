@@ -67,6 +67,56 @@ fn http_through_vip_dpdk() {
     http_through_vip(Backend::Dpdk);
 }
 
+/// Two workers, 400 connections from as many client ports: the share of
+/// received packets that crossed a handoff ring. Where the port programs
+/// flow ownership (the AF_PACKET fanout program) it must be near zero;
+/// where it cannot (DPDK's net_af_packet has no RSS) sluice must say so
+/// at start, and the share is what it is (printed).
+fn owner_steering(backend: Backend, programmed: bool) -> f64 {
+    let mut lab = Lab::up(2, 1, backend);
+    lab.workers = 2;
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    let before = lab.stats();
+    let r = lab.http(1, 400);
+    assert_eq!(r["ok"], 400, "{r}");
+    let s = lab.stats();
+    let delta = |f: &str| worker_sum(&s, f) - worker_sum(&before, f);
+    let (rx, handoffs) = (delta("rx_packets"), delta("handoffs_out"));
+    let share = handoffs as f64 / rx.max(1) as f64;
+    println!(
+        "{backend:?}, 2 workers: {handoffs} handoffs of {rx} packets received ({:.2}%)",
+        share * 100.0
+    );
+    let log = lab.sluice_log();
+    let per_worker: Vec<u64> = s["workers"]
+        .as_array()
+        .map(|ws| ws.iter().filter_map(|w| w["rx_packets"].as_u64()).collect())
+        .unwrap_or_default();
+    println!("rx per worker: {per_worker:?}");
+    if programmed {
+        assert!(log.contains("steers each flow to its owner"), "{log}");
+        assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+        assert!(share < 0.01, "handoff share {share}");
+    } else {
+        assert!(log.contains("cannot steer flows to their owner"), "{log}");
+    }
+    share
+}
+
+/// AF_PACKET: the kernel's fanout program puts each flow on its owner.
+fn two_workers_afpacket_hand_off_almost_nothing() {
+    owner_steering(Backend::AfPacket, true);
+}
+
+/// DPDK on net_af_packet (no RSS): the fallback is announced, and the
+/// handoff ring carries what the PMD spread elsewhere.
+#[cfg(feature = "dpdk")]
+fn two_workers_dpdk_without_rss_announce_the_handoff_fallback() {
+    owner_steering(Backend::Dpdk, false);
+}
+
 /// Asserts each backend's share of `r`'s requests is within 5 percentage
 /// points of its weight's share.
 fn assert_shares(r: &Value, weights: &[(usize, u32)]) {
@@ -1056,4 +1106,7 @@ machine_tests!(lab::NEEDS;
     s4a_restart_keeps_long_lived_connection,
     s4a_restart_keeps_long_lived_connection_when_client_rearps,
     arp_resolution_learns_backends_and_answers_for_vip,
+    two_workers_afpacket_hand_off_almost_nothing,
+    #[cfg(feature = "dpdk")]
+    two_workers_dpdk_without_rss_announce_the_handoff_fallback,
 );

@@ -224,6 +224,25 @@ pub struct InterfaceSection {
     pub mac: Option<MacAddr>,
     /// `address/prefix`, e.g. `10.200.1.254/24`.
     pub address: String,
+    /// Which side of the flows arrives here; inferred from the topology
+    /// when absent (see [`Config::interface_roles`]).
+    #[serde(default)]
+    pub role: Option<InterfaceRole>,
+}
+
+/// Which packets of a flow arrive on an interface, and so which side of
+/// them holds the client the flow's owner is computed from: the source on
+/// a client-facing interface, the destination on a backend-facing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceRole {
+    /// Clients' packets to VIPs arrive here.
+    Client,
+    /// Backends' replies arrive here.
+    Backend,
+    /// Both: a port can steer only one of the two to the owner (the
+    /// clients' packets); replies cross the handoff ring.
+    Both,
 }
 
 /// `[[route]]`.
@@ -489,6 +508,70 @@ impl Config {
         Ok(t)
     }
 
+    /// Each interface's role: the one set, or else inferred. An interface
+    /// is backend-facing when an endpoint is on its subnet or reached by a
+    /// route through it; client-facing when the default gateway is on its
+    /// subnet, a route to a network with no endpoint goes through it, or it
+    /// has no endpoint while another interface has; both otherwise (a
+    /// one-interface load balancer).
+    pub fn interface_roles(&self) -> Vec<InterfaceRole> {
+        let within = |a: Ipv4Addr, net: Ipv4Addr, len: u8| {
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            u32::from(a) & mask == u32::from(net) & mask
+        };
+        let endpoints: Vec<Ipv4Addr> = self
+            .service
+            .iter()
+            .flat_map(|s| s.endpoint.iter().map(|e| e.address))
+            .collect();
+        let routes: Vec<(Ipv4Addr, u8, Ipv4Addr)> = self
+            .route
+            .iter()
+            .filter_map(|r| {
+                parse_prefix(&r.dest, "route")
+                    .ok()
+                    .map(|(n, l)| (n, l, r.via))
+            })
+            .collect();
+        let evidence: Vec<Option<(bool, bool)>> = self
+            .interface
+            .iter()
+            .map(|i| {
+                let (net, len) = parse_prefix(&i.address, "interface").ok()?;
+                let mut backend = endpoints.iter().any(|&e| within(e, net, len));
+                let mut client = self.network.gateway.is_some_and(|g| within(g, net, len));
+                for &(dest, dlen, via) in &routes {
+                    if within(via, net, len) {
+                        if endpoints.iter().any(|&e| within(e, dest, dlen)) {
+                            backend = true;
+                        } else {
+                            client = true;
+                        }
+                    }
+                }
+                Some((client, backend))
+            })
+            .collect();
+        // An interface with no endpoint behind it, beside one that has
+        // them, faces the clients (clients on a directly attached subnet).
+        let backends_elsewhere = evidence.iter().any(|e| matches!(e, Some((_, true))));
+        self.interface
+            .iter()
+            .zip(evidence)
+            .map(|(i, e)| match (i.role, e) {
+                (Some(r), _) => r,
+                (None, Some((true, false))) => InterfaceRole::Client,
+                (None, Some((false, false))) if backends_elsewhere => InterfaceRole::Client,
+                (None, Some((false, true))) => InterfaceRole::Backend,
+                _ => InterfaceRole::Both,
+            })
+            .collect()
+    }
+
     /// Links, routes, gateway and neighbors. Interfaces without a MAC must
     /// have had it filled in (from the interface) before this is called.
     pub fn topology(&self) -> Result<Topology, ConfigError> {
@@ -673,6 +756,37 @@ address = "10.200.1.11"
 port = 8080
 weight = 2
 "#;
+
+    #[test]
+    fn interface_roles_are_set_or_inferred_from_the_topology() {
+        // One interface carrying the gateway and the endpoints: both.
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.interface_roles(), vec![InterfaceRole::Both]);
+        // The gateway on one, the endpoints on the other.
+        let two = GOOD.replace(
+            "[[route]]",
+            "[[interface]]\nname = \"lb1\"\nmac = \"02:00:00:00:01:fd\"\naddress = \"10.200.9.254/24\"\n\n[[route]]",
+        );
+        let two = two
+            .replace("10.200.1.1\"\nneighbors", "10.200.9.1\"\nneighbors")
+            .replace("via = \"10.200.1.1\"", "via = \"10.200.9.1\"");
+        let c = Config::parse(&two).unwrap();
+        assert_eq!(
+            c.interface_roles(),
+            vec![InterfaceRole::Backend, InterfaceRole::Client]
+        );
+        // Set by hand.
+        let set = two.replace(
+            "address = \"10.200.9.254/24\"",
+            "address = \"10.200.9.254/24\"\nrole = \"both\"",
+        );
+        let c = Config::parse(&set).unwrap();
+        assert_eq!(
+            c.interface_roles(),
+            vec![InterfaceRole::Backend, InterfaceRole::Both]
+        );
+        assert!(Config::parse(&set.replace("\"both\"", "\"north\"")).is_err());
+    }
 
     #[test]
     fn a_full_file_parses_into_topology_services_and_timeouts() {

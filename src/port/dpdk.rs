@@ -61,6 +61,7 @@ use super::HEADROOM;
 
 mod device;
 mod queue;
+pub mod rss;
 mod wake;
 
 pub use device::{DeviceConfig, DeviceStats, DpdkDevice, LinkStatus, RssConfig, RssKey, RssState};

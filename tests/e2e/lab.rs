@@ -71,6 +71,8 @@ pub struct Lab {
     pub run_as: Option<(u32, Vec<String>)>,
     /// Extra environment for sluice.
     pub env: Vec<(String, String)>,
+    /// `dataplane.workers` (and the DPDK vdevs' queue pairs).
+    pub workers: usize,
     /// Servers and background clients, killed on drop.
     children: Vec<Child>,
 }
@@ -96,6 +98,7 @@ impl Lab {
             flow_capacity: None,
             run_as: None,
             env: Vec::new(),
+            workers: 1,
             children: Vec::new(),
         };
         let out = Command::new(script("netlab.sh"))
@@ -189,11 +192,12 @@ impl Lab {
         let _ = writeln!(c);
         let _ = writeln!(
             c,
-            "[dataplane]\nbackend = \"{}\"\nworkers = 1\nidle = {{ mode = \"backoff\", spin_polls = 2000, sleep_us = 50 }}",
+            "[dataplane]\nbackend = \"{}\"\nworkers = {}\nidle = {{ mode = \"backoff\", spin_polls = 2000, sleep_us = 50 }}",
             match self.backend {
                 Backend::AfPacket => "afpacket",
                 Backend::Dpdk => "dpdk",
-            }
+            },
+            self.workers
         );
         if let Some(n) = self.flow_capacity {
             let _ = writeln!(c, "flow_capacity = {n}");
@@ -208,12 +212,14 @@ impl Lab {
             Backend::Dpdk => {
                 let _ = writeln!(
                     c,
-                    "eal_args = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--file-prefix\", \"{}\", \"-l\", \"0\"]",
-                    self.id
+                    "eal_args = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--file-prefix\", \"{}\", \"-l\", \"{}\"]",
+                    self.id,
+                    if self.workers > 1 { "0-1" } else { "0" }
                 );
+                let q = self.workers;
                 (
-                    "net_af_packet0,iface=l0,qpairs=1,qdisc_bypass=1".to_string(),
-                    "net_af_packet1,iface=l1,qpairs=1,qdisc_bypass=1".to_string(),
+                    format!("net_af_packet0,iface=l0,qpairs={q},qdisc_bypass=1"),
+                    format!("net_af_packet1,iface=l1,qpairs={q},qdisc_bypass=1"),
                     format!("mac = \"{SLUICE_CLIENT_MAC}\""),
                     format!("mac = \"{SLUICE_BACKEND_MAC}\""),
                 )

@@ -57,6 +57,7 @@
 
 mod sys;
 
+pub mod fanout;
 pub mod ring;
 
 use std::cell::Cell;
@@ -83,6 +84,12 @@ pub enum FanoutMode {
     /// `PACKET_FANOUT_QM`: by the NIC's RX queue, for NICs whose RSS already
     /// splits flows the way sluice wants.
     QueueMapping,
+    /// `PACKET_FANOUT_CBPF` computing [`crate::rss::owner_worker`] of the
+    /// client on the given side (see [`fanout`]): every packet reaches the
+    /// worker that owns its flow. `open` leaves the socket out of the group
+    /// (dropping everything); [`AfPacketPort::join_owner_fanout`] joins it,
+    /// one worker after the other in worker order.
+    Owner(fanout::ClientSide),
 }
 
 /// Sizes of the rings and options for [`AfPacketPort::open`].
@@ -313,10 +320,10 @@ impl AfPacketPort {
             sys::attach_drop_all(fd).map_err(sys_err("SO_ATTACH_FILTER"))?;
         }
         sys::bind_all(fd, ifindex).map_err(sys_err("bind"))?;
-        if workers > 1 {
+        if workers > 1 && !matches!(config.fanout, FanoutMode::Owner(_)) {
             let mode = match config.fanout {
                 FanoutMode::Hash => libc::PACKET_FANOUT_HASH,
-                FanoutMode::QueueMapping => libc::PACKET_FANOUT_QM,
+                FanoutMode::QueueMapping | FanoutMode::Owner(_) => libc::PACKET_FANOUT_QM,
             };
             let arg = (mode << 16) | u32::from(group);
             sys::set_option(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg).map_err(|source| {
@@ -351,6 +358,34 @@ impl AfPacketPort {
             ifname: ifname.to_owned(),
             stats: AfPacketStats::default(),
             kernel_drops: Cell::new(0),
+        })
+    }
+
+    /// Joins this socket to the interface's owner fanout group (mode
+    /// [`FanoutMode::Owner`]) and lifts the drop-all filter `open` left on
+    /// it. Call it for each worker's port of one interface in worker order,
+    /// each after the previous one returned; a port re-opened later must
+    /// join before the port it replaces is dropped (see [`fanout`]).
+    pub fn join_owner_fanout(
+        &self,
+        side: fanout::ClientSide,
+        workers: u32,
+    ) -> Result<(), AfPacketError> {
+        let fd = self.map.fd();
+        let ifindex = CString::new(self.ifname.as_str())
+            .ok()
+            .and_then(|n| sys::ifindex(&n))
+            .ok_or_else(|| AfPacketError::NoSuchInterface(self.ifname.clone()))?;
+        let group = fanout_group(ifindex, FanoutMode::Owner(side));
+        fanout::join(fd, group, side, workers).map_err(|source| AfPacketError::Fanout {
+            ifname: self.ifname.clone(),
+            group,
+            source,
+        })?;
+        sys::detach_filter(fd).map_err(|source| AfPacketError::Sys {
+            op: "SO_DETACH_FILTER",
+            ifname: self.ifname.clone(),
+            source,
         })
     }
 
@@ -654,7 +689,12 @@ impl RingLayout {
 /// another program) on one host do not land in each other's group.
 fn fanout_group(ifindex: i32, mode: FanoutMode) -> u16 {
     let pid = u64::from(std::process::id());
-    let h = crate::hash::hash_words_v1(pid, ifindex as u64, mode as u64);
+    let mode = match mode {
+        FanoutMode::Hash => 0,
+        FanoutMode::QueueMapping => 1,
+        FanoutMode::Owner(_) => 2,
+    };
+    let h = crate::hash::hash_words_v1(pid, ifindex as u64, mode);
     (h & 0xffff) as u16
 }
 

@@ -19,6 +19,11 @@ pub enum RssKey {
     Symmetric,
     /// Whatever key the PMD uses by default.
     DeviceDefault,
+    /// The flow's owner: the client on this side of a packet, hashed with
+    /// `crate::rss::KEY` through sluice's redirection table (see
+    /// [`super::rss`]); where the PMD cannot, the symmetric key, and one
+    /// warning line at open.
+    Owner(crate::rss::ClientSide),
 }
 
 /// RSS wanted on a device; what is enabled is this intersected with what
@@ -58,6 +63,9 @@ pub struct RssState {
     pub enabled: u64,
     /// Whether the symmetric key was programmed.
     pub symmetric_key: bool,
+    /// Whether the NIC steers each flow to its owner's queue
+    /// ([`RssKey::Owner`] on a PMD that can).
+    pub owner_steering: bool,
 }
 
 impl RssState {
@@ -499,11 +507,31 @@ fn configure_and_start(
     };
     // Outlives rte_eth_dev_configure, which copies the key.
     let mut key = symmetric_key(key_len);
-    let symmetric = enabled != 0 && config.rss.key == RssKey::Symmetric;
+    let mut enabled = enabled;
+    let mut symmetric = enabled != 0 && config.rss.key == RssKey::Symmetric;
+    let mut owner = false;
+    if let (RssKey::Owner(side), true) = (config.rss.key, config.queues > 1) {
+        match super::rss::plan(supported, info.hash_key_size, info.reta_size, side) {
+            Ok(hf) => {
+                enabled = hf;
+                key = crate::rss::KEY.to_vec();
+                owner = true;
+            }
+            Err(why) => {
+                tracing::warn!(
+                    device = name,
+                    ?side,
+                    "cannot steer flows to their owner's queue: {why}; symmetric hash instead, \
+                     packets of other workers' flows cross the handoff ring"
+                );
+                symmetric = enabled != 0;
+            }
+        }
+    }
     if enabled != 0 {
         conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
         conf.rx_adv_conf.rss_conf.rss_hf = enabled;
-        if symmetric {
+        if symmetric || owner {
             conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
             conf.rx_adv_conf.rss_conf.rss_key_len = u8::try_from(key_len).unwrap_or(40);
         }
@@ -546,6 +574,19 @@ fn configure_and_start(
     check(port, "rte_eth_dev_start", unsafe {
         sys::rte_eth_dev_start(port)
     })?;
+    // After start: every PMD that has a table takes updates then.
+    if owner {
+        if let Err(e) = super::rss::program_reta(port, info.reta_size, queues) {
+            tracing::warn!(
+                device = name,
+                "cannot program the redirection table ({e}): packets of other workers' flows \
+                 cross the handoff ring"
+            );
+            owner = false;
+        } else {
+            tracing::info!(device = name, "NIC steers each flow to its owner's queue");
+        }
+    }
 
     claim.armed = false;
     Ok(DpdkDevice {
@@ -560,6 +601,7 @@ fn configure_and_start(
                 supported,
                 enabled,
                 symmetric_key: symmetric,
+                owner_steering: owner,
             },
             queue_taken: (0..queues).map(|_| AtomicBool::new(false)).collect(),
             wake: DeviceWake::None,
