@@ -36,6 +36,11 @@ Verdict (exit status 1 when any holds):
   * sluice died when the driver did not kill it, or a restart did not
     come back ready within 30 s.
 
+--no-restarts leaves out both restarts, so one process lives the whole run
+and the memory bound judges a long-lived process (with restarts, each
+process lives about a minute, and the bound compares one incarnation's RSS
+with another's).
+
 --break KIND runs a deliberately wrong step, to check the soak catches it:
   remove-undrained  removes endpoints without draining them first
   no-restart        kill -9 without starting sluice again
@@ -303,19 +308,25 @@ protocol = "tcp"
     def pause(self, s):
         self.stop.wait(s)
 
-    def cycle(self):
+    def cycle(self, k):
         gap = 5
+        # The drained endpoint rotates over b1-b3: keep-alive connections
+        # that moved off one drained endpoint meet the next drain.
+        v = k % 3 + 1
+        w = v % 3 + 1
+        graceful = [] if self.a.no_restarts else [lambda: self.restart(True)]
+        kill9 = [] if self.a.no_restarts else [lambda: self.restart(False)]
         steps = [
             lambda: self.add(4),
-            lambda: self.weight(2, 3),
-            lambda: self.drain_remove(1),
+            lambda: self.weight(w, 3),
+            lambda: self.drain_remove(v),
             self.burst,
             lambda: self.set_all({1: 1, 2: 1, 3: 1, 4: 2}),
-            lambda: self.reload({1: 2, 2: 1, 3: 1, 4: 1}),
+            lambda: self.reload({1: 1, 2: 1, 3: 1, 4: 1, v: 2}),
             self.flood,
-            lambda: self.restart(True),
+            *graceful,
             lambda: self.drain_remove(4, 2),
-            lambda: self.restart(False),
+            *kill9,
         ]
         for step in steps:
             # No change once the clients are about to stop: each must run
@@ -361,7 +372,7 @@ protocol = "tcp"
         self.log(f"soak: {a.minutes} min, clients running")
         cycles = 0
         while now() - self.t0 < self.end_s and not self.stop.is_set():
-            self.cycle()
+            self.cycle(cycles)
             cycles += 1
             if getattr(self, "sluice_gone", False):
                 break
@@ -487,6 +498,8 @@ def main():
     p.add_argument("--state", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--minutes", type=float, default=10)
+    p.add_argument("--no-restarts", action="store_true",
+                   help="one sluice process for the whole run: the memory check then covers a long-lived process")
     p.add_argument("--break", dest="brk", choices=["remove-undrained", "no-restart"])
     a = p.parse_args()
     # soak.sh's cleanup sends SIGTERM: unwind through the finally below.

@@ -10,7 +10,7 @@
 # own. Run as root:
 #
 #   scripts/soak.sh [MINUTES] [--break remove-undrained|no-restart]
-#                   [--no-build] [--out DIR]
+#                   [--no-restarts] [--no-build] [--out DIR]
 #
 # --break runs a deliberately wrong step to show the soak catches it. The
 # lab is 4 backends and 2 clients (scripts/netlab.sh, namespaces
@@ -28,6 +28,7 @@ EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --break) EXTRA+=(--break "${2:?}"); shift ;;
+    --no-restarts) EXTRA+=(--no-restarts) ;;
     --no-build) BUILD=0 ;;
     --out) OUT=${2:?}; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -51,6 +52,8 @@ ID=sk$$
 OUT=${OUT:-/tmp/sluice-soak-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 STATE=$OUT/state
+# A fresh state: a flow snapshot left by an earlier run would be restored.
+rm -rf "$STATE"
 mkdir -p "$STATE"
 DRIVER=
 cleanup() {
