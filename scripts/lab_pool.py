@@ -13,7 +13,8 @@ A failure of a request on a fresh connection, or of the retry, is a failed
 request.
 
 Prints one JSON line per request, {"t": unix_time, "c": conn, "backend":
-"b3", "retried": false, "new": false}, or {"t": ..., "c": conn, "error":
+"b3", "retried": false, "new": false} (with "retry_error": "..." when
+retried), or {"t": ..., "c": conn, "error":
 "..."} for a failed one; at the end {"done": true, "requests": n,
 "failed": f, "retried": r, "connections": k}.
 """
@@ -78,19 +79,22 @@ def main():
                 try:
                     pool[c].sendall(b"GET /who HTTP/1.1\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n")
                     who = read_response(pool[c])
-                except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+                except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as e:
                     if fresh:
                         raise
                     # Reused connection closed while idle: retry once, fresh.
                     pool[c].close()
-                    retried, fresh = True, True
+                    retried, fresh = f"{type(e).__name__}: {e}", True
                     pool[c] = connect()
                     stats["connections"] += 1
                     stats["retried"] += 1
                     pool[c].sendall(b"GET /who HTTP/1.1\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n")
                     who = read_response(pool[c])
                 stats["requests"] += 1
-                out({"t": time.time(), "c": c, "backend": who, "retried": retried, "new": fresh})
+                d = {"t": time.time(), "c": c, "backend": who, "retried": bool(retried), "new": fresh}
+                if retried:
+                    d["retry_error"] = retried
+                out(d)
             except Exception as e:  # the failures this client exists to count
                 stats["requests"] += 1
                 stats["failed"] += 1
