@@ -255,3 +255,37 @@ pub(super) fn page_size() -> usize {
         4096
     }
 }
+
+/// The interface's flags (`SIOCGIFFLAGS`): `IFF_UP`, `IFF_RUNNING`, ...
+pub(super) fn flags(fd: &OwnedFd, name: &CString) -> io::Result<i32> {
+    let mut req = ifreq(name);
+    // SAFETY: `req` is a valid ifreq naming the interface; the kernel writes
+    // the flags into its union.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }))
+}
+
+/// Takes the socket's pending error (`SO_ERROR`, which clears it): the
+/// kernel sets `ENETDOWN` on a packet socket whose interface went down.
+pub(super) fn take_error(fd: i32) -> io::Result<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(err)
+}
