@@ -8,8 +8,8 @@
 //! dropped as oversize), and a re-created interface has a new index the old
 //! socket is not bound to (it never delivers again). [`LinkState::check`]
 //! notices each of these, at most every [`CHECK_EVERY`] (three syscalls:
-//! `SO_ERROR`, `SIOCGIFMTU`, an index lookup, and `SIOCGIFFLAGS` while
-//! a re-open is due), and the
+//! `SO_ERROR`, `SIOCGIFINDEX`, `SIOCGIFMTU`, and `SIOCGIFFLAGS` while a
+//! re-open is due, all answered in the socket's own network namespace), and the
 //! port is re-opened: a new socket, ring and fanout membership.
 //!
 //! **Who re-opens.** Opening a ring waits for an RCU grace period in the
@@ -17,7 +17,8 @@
 //! keep forwarding. The open runs on a short-lived thread the port starts;
 //! the worker keeps polling the old socket (and its other ports) and swaps
 //! the new one in at a later check. Frames still lent from the old ring
-//! keep it mapped until they are dropped (see `ring.rs`). An interface that
+//! keep it mapped until they are dropped (see `ring.rs`). The thread enters
+//! the old socket's network namespace first. An interface that
 //! is down is not re-opened (joining a fanout group needs a running
 //! socket): the check waits for it to come back up.
 
@@ -103,9 +104,25 @@ impl AfPacketPort {
         if self.link.due.is_some() && self.interface_up() {
             let (name, l) = (self.ifname.clone(), &self.link);
             let (worker, workers, config) = (l.worker, l.workers, l.config);
+            // The new socket goes where the old one is, whichever namespace
+            // the calling thread is in.
+            let ns = match sys::netns_of(self.map.fd()) {
+                Ok(ns) => ns,
+                Err(e) => {
+                    tracing::warn!(ifname = %self.ifname, error = %e, "the port's network namespace is unknown; retrying");
+                    return false;
+                }
+            };
             let spawned = std::thread::Builder::new()
                 .name(format!("sluice-reopen-w{worker}"))
-                .spawn(move || AfPacketPort::open(&name, worker, workers, config));
+                .spawn(move || {
+                    sys::enter_netns(&ns).map_err(|source| AfPacketError::Sys {
+                        op: "setns",
+                        ifname: name.clone(),
+                        source,
+                    })?;
+                    AfPacketPort::open(&name, worker, workers, config)
+                });
             match spawned {
                 Ok(h) => self.link.pending = Some(h),
                 Err(e) => tracing::warn!(error = %e, "no thread to re-open the port; retrying"),
@@ -127,7 +144,7 @@ impl AfPacketPort {
             Err(e) => return Some(format!("SO_ERROR failed: {e}")),
         }
         let name = CString::new(self.ifname.as_str()).ok()?;
-        match sys::ifindex(&name) {
+        match sys::ifindex_of(self.map.fd(), &name) {
             // Gone for now: nothing to re-open onto until it comes back.
             None => return None,
             Some(i) if i != self.link.ifindex => {
@@ -148,7 +165,7 @@ impl AfPacketPort {
         let Ok(name) = CString::new(self.ifname.as_str()) else {
             return false;
         };
-        sys::ifindex(&name).is_some()
+        sys::ifindex_of(self.map.fd(), &name).is_some()
             && sys::flags(self.map.fd(), &name).is_ok_and(|f| f & libc::IFF_UP != 0)
     }
 
