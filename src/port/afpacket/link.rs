@@ -18,7 +18,11 @@
 //! the worker keeps polling the old socket (and its other ports) and swaps
 //! the new one in at a later check. Frames still lent from the old ring
 //! keep it mapped until they are dropped (see `ring.rs`). The thread enters
-//! the old socket's network namespace first. An interface that
+//! the old socket's network namespace first. Known gap: while frames from
+//! the old ring are still lent (a frame held for an unresolved neighbor),
+//! the old socket stays open and, with several workers, a member of the
+//! fanout group, so the kernel steers part of the interface's traffic into
+//! a ring nobody reads until they come back. An interface that
 //! is down is not re-opened (joining a fanout group needs a running
 //! socket): the check waits for it to come back up.
 
