@@ -968,6 +968,70 @@ fn bench_echo_pps_over_veth() {
     );
 }
 
+/// Calls `check_link` until the port re-opens (5 s at most).
+fn until_reopened(port: &mut AfPacketPort) -> Duration {
+    let start = Instant::now();
+    while !port.check_link(true) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the port was not re-opened"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    start.elapsed()
+}
+
+/// Link events on the port's interface: an MTU raised past the ring's slot
+/// size and a down/up each re-open the port (checked from a thread outside
+/// the port's namespace, as a worker of another namespace would); frames
+/// lent from the old ring stay readable, and afterwards frames arrive
+/// intact, the large ones too.
+fn link_events_reopen_the_port() {
+    let topo = Topology::new(true);
+    let mut port = topo.open_port(0, 1, small_ring());
+    let peer = topo.peer_socket();
+    assert!(!port.check_link(true), "nothing happened yet");
+    peer.send(&test_frame(1, PEER_MAC, PORT_MAC));
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while held.is_empty() && Instant::now() < deadline {
+        port.rx_burst(&mut held, 1);
+    }
+    assert_eq!(held.len(), 1, "a frame before the events");
+    let slot = port.frame_size();
+    for ns_if in [(&topo.a, PORT_IF), (&topo.b, PEER_IF)] {
+        run(&["ip", "-n", ns_if.0, "link", "set", ns_if.1, "mtu", "3000"]);
+    }
+    let took = until_reopened(&mut port);
+    eprintln!("MTU 1500 -> 3000: re-opened after {took:?}");
+    assert_eq!(port.reopens(), 1);
+    assert!(port.frame_size() > slot, "slots grew with the MTU");
+    let mut big = test_frame(2, PEER_MAC, PORT_MAC);
+    big.resize(2800, 0xab);
+    peer.send(&big);
+    peer.send(&test_frame(3, PEER_MAC, PORT_MAC));
+    let got = receive(&mut port, 2);
+    assert_eq!(got, vec![big, test_frame(3, PEER_MAC, PORT_MAC)]);
+    assert_eq!(port.detailed_stats().rx_oversize, 0);
+    assert_eq!(held[0].data(), &test_frame(1, PEER_MAC, PORT_MAC)[..]);
+
+    run(&["ip", "-n", &topo.a, "link", "set", PORT_IF, "down"]);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!port.check_link(true), "not re-opened while down");
+    run(&["ip", "-n", &topo.a, "link", "set", PORT_IF, "up"]);
+    let took = until_reopened(&mut port);
+    eprintln!("down/up: re-opened after {took:?}");
+    assert_eq!(port.reopens(), 2);
+    // The peer may take a moment to see the carrier again.
+    std::thread::sleep(Duration::from_millis(100));
+    for seq in 10..20 {
+        peer.send(&test_frame(seq, PEER_MAC, PORT_MAC));
+    }
+    let got = receive(&mut port, 10);
+    assert_eq!(got.len(), 10, "frames after down/up");
+    drop(held);
+}
+
 machine_tests!(&[harness::Need::Root, harness::Need::Tool("ip")];
     rx_burst_receives_every_frame_intact,
     tx_burst_frames_reach_the_peer,
@@ -981,6 +1045,7 @@ machine_tests!(&[harness::Need::Root, harness::Need::Tool("ip")];
     bad_arguments_are_refused,
     locally_sent_datagrams_arrive_with_a_complete_checksum,
     a_lone_frame_is_ready_at_once_and_wakes_a_poller,
-    a_stripped_vlan_tag_is_put_back;
+    a_stripped_vlan_tag_is_put_back,
+    link_events_reopen_the_port;
     ignored: bench_echo_pps_over_veth
 );

@@ -110,4 +110,20 @@ pub trait Port {
 
     /// The worker woke up: turn the event off again, consume it.
     fn disarm_rx_event(&mut self) {}
+
+    /// Checks that the queue still matches its interface after link events
+    /// (down/up, MTU change, interface re-created) and re-opens it when it
+    /// does not, without blocking the caller for long. Called by the worker
+    /// after every idle sleep and every few thousand polls; a backend
+    /// rate-limits its own checks unless `now` (the queue's event polled as
+    /// an error). Returns `true` when the queue was re-opened.
+    fn check_link(&mut self, now: bool) -> bool {
+        let _ = now;
+        false
+    }
+
+    /// Times this queue was re-opened after a link event.
+    fn reopens(&self) -> u64 {
+        0
+    }
 }

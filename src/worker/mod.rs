@@ -627,6 +627,12 @@ impl<P: Port> Worker<P> {
                     self.publish_counters();
                 }
             }
+            // A busy worker looks at its links every few thousand polls (the
+            // ports rate-limit their own checks); an idle one after each
+            // sleep (in `sleep`).
+            if polls % 4096 == 0 {
+                self.check_links(false);
+            }
         }
         self.publish_counters();
         self.counters
@@ -692,6 +698,13 @@ impl<P: Port> Worker<P> {
         for p in &mut self.ports {
             p.disarm_rx_event();
         }
+        // A port whose event polled as an error (a socket whose interface
+        // went down) is checked at once; the others at their own pace.
+        let first_port = usize::from(bell.as_ref().is_some_and(|b| b.fd().is_some()));
+        let failed = self.pollfds[first_port.min(self.pollfds.len())..]
+            .iter()
+            .any(|p| p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0);
+        self.check_links(quiet && failed);
         if let Some(b) = &bell {
             // The bell's pollfd is the first one when it has a descriptor.
             let rung = quiet
@@ -707,6 +720,16 @@ impl<P: Port> Worker<P> {
         if quiet && timeout == IDLE_TICK && start.elapsed() >= timeout {
             let now = self.now();
             self.expire(now, self.cfg.expire_budget * IDLE_EXPIRE_FACTOR);
+        }
+    }
+
+    /// Lets each port check its link and counts the re-opens (see
+    /// [`Port::check_link`]).
+    fn check_links(&mut self, now: bool) {
+        for p in &mut self.ports {
+            if p.check_link(now) {
+                self.counters.port_reopens += 1;
+            }
         }
     }
 

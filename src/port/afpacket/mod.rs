@@ -55,6 +55,7 @@
 //! off, so that the kernel neither answers (RSTs, ICMP unreachables, ARP)
 //! nor forwards sluice's traffic a second time.
 
+mod link;
 mod sys;
 
 pub mod fanout;
@@ -218,6 +219,8 @@ pub struct AfPacketPort {
     stats: AfPacketStats,
     /// `PACKET_STATISTICS` resets on read, so reads accumulate here.
     kernel_drops: Cell<u64>,
+    /// Link events and re-opens (`link.rs`).
+    link: link::LinkState,
 }
 
 // SAFETY: the port owns its RX walk exclusively; the pointers in its
@@ -358,6 +361,7 @@ impl AfPacketPort {
             ifname: ifname.to_owned(),
             stats: AfPacketStats::default(),
             kernel_drops: Cell::new(0),
+            link: link::LinkState::new(worker, workers, config, ifindex, mtu),
         })
     }
 
@@ -623,6 +627,14 @@ impl Port for AfPacketPort {
         // frame it puts in the ring, and polls it readable while the frame
         // before its next slot is still user space's.
         Some(self.map.raw_fd())
+    }
+
+    fn check_link(&mut self, now: bool) -> bool {
+        self.relink(now)
+    }
+
+    fn reopens(&self) -> u64 {
+        self.link.reopens
     }
 }
 

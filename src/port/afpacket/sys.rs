@@ -255,3 +255,77 @@ pub(super) fn page_size() -> usize {
         4096
     }
 }
+
+/// The interface's flags (`SIOCGIFFLAGS`): `IFF_UP`, `IFF_RUNNING`, ...
+pub(super) fn flags(fd: &OwnedFd, name: &CString) -> io::Result<i32> {
+    let mut req = ifreq(name);
+    // SAFETY: `req` is a valid ifreq naming the interface; the kernel writes
+    // the flags into its union.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }))
+}
+
+/// Takes the socket's pending error (`SO_ERROR`, which clears it): the
+/// kernel sets `ENETDOWN` on a packet socket whose interface went down.
+pub(super) fn take_error(fd: i32) -> io::Result<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `err` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(err)
+}
+
+/// `SIOCGIFINDEX` and `SIOCGSKNS` from `linux/sockios.h` (not in libc for
+/// every target).
+const SIOCGIFINDEX: libc::c_ulong = 0x8933;
+const SIOCGSKNS: libc::c_ulong = 0x894C;
+
+/// The index of the interface named `name` in the socket's network
+/// namespace (which need not be the calling thread's), or `None`.
+pub(super) fn ifindex_of(fd: &OwnedFd, name: &CString) -> Option<i32> {
+    let mut req = ifreq(name);
+    // SAFETY: `req` is a valid ifreq naming the interface; the kernel writes
+    // the index into its union.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGIFINDEX as _, &mut req) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFINDEX filled the `ifru_ifindex` member of the union.
+    Some(unsafe { req.ifr_ifru.ifru_ifindex })
+}
+
+/// A descriptor of the socket's network namespace (`SIOCGSKNS`), for a
+/// thread that must open sockets there.
+pub(super) fn netns_of(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: SIOCGSKNS takes no argument and returns a new descriptor.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSKNS as _) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `rc` is a new descriptor this process owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc) })
+}
+
+/// Moves the calling thread into the network namespace `ns`.
+pub(super) fn enter_netns(ns: &OwnedFd) -> io::Result<()> {
+    // SAFETY: a namespace descriptor; only the calling thread moves.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
