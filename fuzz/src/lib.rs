@@ -65,6 +65,25 @@ pub mod csum {
         Some((l3, ihl, end))
     }
 
+    /// The L4 checksum of an unfragmented packet whose IPv4 header spans
+    /// `l3..l3 + ihl` and which ends at `end`: its protocol, the checksum's
+    /// offset in the L4 bytes and the sum it starts from (the pseudo-header,
+    /// none for ICMP); `None` when there is nothing to check.
+    fn l4_checksum(frame: &[u8], l3: usize, ihl: usize, end: usize) -> Option<(u8, usize, u64)> {
+        if u16::from_be_bytes([frame[l3 + 6], frame[l3 + 7]]) & 0x3fff != 0 {
+            return None;
+        }
+        let len = end - l3 - ihl;
+        let addr = |at: usize| [frame[at], frame[at + 1], frame[at + 2], frame[at + 3]];
+        let (src, dst) = (addr(l3 + 12), addr(l3 + 16));
+        match frame[l3 + 9] {
+            6 if len >= 20 => Some((6, 16, pseudo(src, dst, 6, len))),
+            17 if len >= 8 => Some((17, 6, pseudo(src, dst, 17, len))),
+            1 if len >= 8 => Some((1, 2, 0)),
+            _ => None,
+        }
+    }
+
     /// Whether every checksum of `frame` that can be checked verifies: the
     /// IPv4 header's, and TCP's, UDP's (unless zero: none) or ICMP's over the
     /// packet's length for an unfragmented packet. Frames that are not IPv4,
@@ -76,31 +95,11 @@ pub mod csum {
         if fold(sum(&frame[l3..l3 + ihl], 0)) != 0xffff {
             return false;
         }
-        let frag = u16::from_be_bytes([frame[l3 + 6], frame[l3 + 7]]) & 0x3fff;
-        if frag != 0 {
+        let Some((proto, at, base)) = l4_checksum(frame, l3, ihl, end) else {
             return true;
-        }
+        };
         let l4 = &frame[l3 + ihl..end];
-        let src = [
-            frame[l3 + 12],
-            frame[l3 + 13],
-            frame[l3 + 14],
-            frame[l3 + 15],
-        ];
-        let dst = [
-            frame[l3 + 16],
-            frame[l3 + 17],
-            frame[l3 + 18],
-            frame[l3 + 19],
-        ];
-        match frame[l3 + 9] {
-            6 if l4.len() >= 20 => fold(sum(l4, pseudo(src, dst, 6, l4.len()))) == 0xffff,
-            17 if l4.len() >= 8 => {
-                l4[6..8] == [0, 0] || fold(sum(l4, pseudo(src, dst, 17, l4.len()))) == 0xffff
-            }
-            1 if l4.len() >= 8 => fold(sum(l4, 0)) == 0xffff,
-            _ => true,
-        }
+        (proto == 17 && l4[at..at + 2] == [0, 0]) || fold(sum(l4, base)) == 0xffff
     }
 
     /// Rewrites every checksum of `frame` that [`verifies`] checks so that
@@ -113,30 +112,10 @@ pub mod csum {
         frame[l3 + 10..l3 + 12].fill(0);
         let c = !fold(sum(&frame[l3..l3 + ihl], 0));
         frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-        let frag = u16::from_be_bytes([frame[l3 + 6], frame[l3 + 7]]) & 0x3fff;
-        if frag != 0 {
+        let Some((proto, at, base)) = l4_checksum(frame, l3, ihl, end) else {
             return;
-        }
-        let src = [
-            frame[l3 + 12],
-            frame[l3 + 13],
-            frame[l3 + 14],
-            frame[l3 + 15],
-        ];
-        let dst = [
-            frame[l3 + 16],
-            frame[l3 + 17],
-            frame[l3 + 18],
-            frame[l3 + 19],
-        ];
-        let proto = frame[l3 + 9];
-        let l4 = &mut frame[l3 + ihl..end];
-        let (at, base) = match proto {
-            6 if l4.len() >= 20 => (16, pseudo(src, dst, 6, l4.len())),
-            17 if l4.len() >= 8 => (6, pseudo(src, dst, 17, l4.len())),
-            1 if l4.len() >= 8 => (2, 0),
-            _ => return,
         };
+        let l4 = &mut frame[l3 + ihl..end];
         l4[at..at + 2].fill(0);
         let mut c = !fold(sum(l4, base));
         if proto == 17 && c == 0 {
