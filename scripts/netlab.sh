@@ -5,6 +5,9 @@
 #
 #   netlab.sh up ID [BACKENDS=3] [CLIENTS=1]
 #   netlab.sh down ID
+#   netlab.sh replug ID l0|l1   delete sluice's interface and plug a new one
+#                               of the same name and MAC (a re-created
+#                               interface: same name, new index)
 #
 # Topology (addresses inside the namespaces only):
 #
@@ -90,8 +93,21 @@ up() {
   done
 }
 
+replug() {
+  local ifn=${1:?usage: netlab.sh replug ID l0|l1} mac br
+  case "$ifn" in
+    l0) mac=02:00:00:00:01:fe br=brc ;;
+    l1) mac=02:00:00:00:02:fe br=brb ;;
+    *) echo "replug: l0 or l1, not $ifn" >&2; exit 2 ;;
+  esac
+  # Deleting one end of a veth deletes its peer (the switch port) too.
+  nsx "$P-lb" ip link del "$ifn"
+  plug "$P-lb" "$ifn" "$mac" "$br"
+}
+
 case "$cmd" in
   up) up ;;
   down) down ;;
-  *) echo "usage: netlab.sh up|down ID [BACKENDS] [CLIENTS]" >&2; exit 2 ;;
+  replug) replug "${3:-}" ;;
+  *) echo "usage: netlab.sh up|down|replug ID [BACKENDS] [CLIENTS] | [l0|l1]" >&2; exit 2 ;;
 esac

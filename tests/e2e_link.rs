@@ -110,7 +110,8 @@ fn link_events(backend: Backend) {
     let (lb, sw) = (lab.ns("lb"), lab.ns("sw"));
     let peer = peer_of(&lab, "l0");
     // Events on sluice's own interfaces reach its sockets: the AF_PACKET
-    // port re-opens (one worker: one queue per interface).
+    // port re-opens (one worker: one queue per interface); both DPDK PMDs
+    // ride them out.
     let own = u64::from(backend == Backend::AfPacket);
     let ip = |ns: &str, args: &[&str]| -> Vec<String> {
         ["ip", "-n", ns]
@@ -153,6 +154,41 @@ fn link_events(backend: Backend) {
         vec![ip(&lb, &["link", "set", "l1", "mtu", "4000"])],
         own,
     );
+    // Deleted and created again under the same name: every port kind's
+    // sockets are bound to the old index and must be re-opened.
+    let netlab = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netlab.sh").to_string();
+    run(
+        "own client-side interface deleted and re-created",
+        vec![vec![
+            netlab.clone(),
+            "replug".into(),
+            lab.id.clone(),
+            "l0".into(),
+        ]],
+        1,
+    );
+    run(
+        "own backend-side interface deleted and re-created",
+        vec![vec![netlab, "replug".into(), lab.id.clone(), "l1".into()]],
+        1,
+    );
+    if backend == Backend::DpdkXdp {
+        // Without the PMD's program the interface's frames go to the kernel
+        // stack and the AF_XDP socket waits forever: the port attaches its
+        // program again (counted as a re-open).
+        for side in ["l0", "l1"] {
+            run(
+                &format!("XDP program removed from own interface {side}"),
+                vec![ip(&lb, &["link", "set", "dev", side, "xdp", "off"])],
+                1,
+            );
+        }
+        run(
+            "XDP program removed from l0 a second time",
+            vec![ip(&lb, &["link", "set", "dev", "l0", "xdp", "off"])],
+            1,
+        );
+    }
 }
 
 /// The AF_PACKET port through each event.
@@ -167,8 +203,17 @@ fn link_events_dpdk_af_packet() {
     link_events(Backend::Dpdk);
 }
 
+/// The DPDK port on net_af_xdp through each event, and its XDP program
+/// removed (the device is re-opened).
+#[cfg(feature = "dpdk")]
+fn link_events_dpdk_af_xdp() {
+    link_events(Backend::DpdkXdp);
+}
+
 machine_tests!(lab::NEEDS;
     link_events_afpacket,
     #[cfg(feature = "dpdk")]
     link_events_dpdk_af_packet,
+    #[cfg(feature = "dpdk")]
+    link_events_dpdk_af_xdp,
 );

@@ -61,6 +61,7 @@ use super::HEADROOM;
 
 mod device;
 mod queue;
+mod relink;
 pub mod rss;
 mod wake;
 

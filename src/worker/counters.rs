@@ -85,7 +85,7 @@ counters! {
     handoffs_out => ("sluice_handoffs_total", "direction=\"out\"", "Packets handed to (out) or taken from (in) another worker's ring."),
     handoffs_in => ("sluice_handoffs_total", "direction=\"in\"", "Packets handed to (out) or taken from (in) another worker's ring."),
     punted => ("sluice_punted_total", "", "Frames handed to the control thread (ARP)."),
-    port_reopens => ("sluice_port_reopens_total", "", "Ports (this worker's queues) re-opened after a link event: interface down/up, MTU change, interface re-created."),
+    port_reopens => ("sluice_port_reopens_total", "", "Ports (this worker's queues) re-opened or repaired after a link event: interface down/up, MTU change, interface re-created, a DPDK port's XDP program removed."),
     polls => ("sluice_polls_total", "", "Polls of every port (empty ones included)."),
     idle_polls => ("sluice_idle_polls_total", "", "Polls that found no packet."),
 }

@@ -52,8 +52,13 @@ pub fn unix_now() -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     AfPacket,
+    /// The DPDK port over net_af_packet vdevs.
     #[allow(dead_code)]
     Dpdk,
+    /// The DPDK port over net_af_xdp vdevs (the PMD's XDP program on each
+    /// interface redirects frames to its AF_XDP sockets).
+    #[allow(dead_code)]
+    DpdkXdp,
 }
 
 pub struct Lab {
@@ -195,7 +200,7 @@ impl Lab {
             "[dataplane]\nbackend = \"{}\"\nworkers = {}\nidle = {{ mode = \"backoff\", spin_polls = 2000, sleep_us = 50 }}",
             match self.backend {
                 Backend::AfPacket => "afpacket",
-                Backend::Dpdk => "dpdk",
+                Backend::Dpdk | Backend::DpdkXdp => "dpdk",
             },
             self.workers
         );
@@ -209,7 +214,7 @@ impl Lab {
                 String::new(),
                 String::new(),
             ),
-            Backend::Dpdk => {
+            Backend::Dpdk | Backend::DpdkXdp => {
                 let _ = writeln!(
                     c,
                     "eal_args = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--file-prefix\", \"{}\", \"-l\", \"{}\"]",
@@ -217,9 +222,20 @@ impl Lab {
                     if self.workers > 1 { "0-1" } else { "0" }
                 );
                 let q = self.workers;
+                let (v0, v1) = if self.backend == Backend::Dpdk {
+                    (
+                        format!("net_af_packet0,iface=l0,qpairs={q},qdisc_bypass=1"),
+                        format!("net_af_packet1,iface=l1,qpairs={q},qdisc_bypass=1"),
+                    )
+                } else {
+                    (
+                        format!("net_af_xdp0,iface=l0,start_queue=0,queue_count={q}"),
+                        format!("net_af_xdp1,iface=l1,start_queue=0,queue_count={q}"),
+                    )
+                };
                 (
-                    format!("net_af_packet0,iface=l0,qpairs={q},qdisc_bypass=1"),
-                    format!("net_af_packet1,iface=l1,qpairs={q},qdisc_bypass=1"),
+                    v0,
+                    v1,
                     format!("mac = \"{SLUICE_CLIENT_MAC}\""),
                     format!("mac = \"{SLUICE_BACKEND_MAC}\""),
                 )
@@ -523,7 +539,7 @@ impl Drop for Lab {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
-        if self.backend == Backend::Dpdk {
+        if self.backend != Backend::AfPacket {
             // EAL's runtime directory, named by the --file-prefix we gave it.
             let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.id));
         }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use dpdk_sys as sys;
 
 use super::queue::DpdkPort;
+use super::relink::Relink;
 use super::wake::{self, DeviceWake};
 use super::{check, error_text, last_errno, DpdkError, Eal, EAGAIN, ENOTSUP, MAX_BURST, VDEV_BUS};
 
@@ -177,6 +178,11 @@ pub(super) struct DeviceInner {
     pub(super) queue_taken: Vec<AtomicBool>,
     /// What an idle worker on one of its queues can sleep on.
     pub(super) wake: DeviceWake,
+    /// How to open it again after a link event (shared with the devices
+    /// that replace it).
+    pub(super) relink: Arc<Relink>,
+    /// Torn down already (see [`DeviceInner::close`]).
+    closed: AtomicBool,
 }
 
 // SAFETY: the pool pointer refers to a DPDK mempool, whose get/put are
@@ -187,10 +193,85 @@ unsafe impl Send for DeviceInner {}
 // thread-safe ethdev control functions, or uses the atomics.
 unsafe impl Sync for DeviceInner {}
 
-impl Drop for DeviceInner {
-    fn drop(&mut self) {
-        // SAFETY: every DpdkPort holds an Arc to this, so no worker polls the
-        // queues any more; stop, close, remove is DPDK's teardown order.
+impl DeviceInner {
+    /// Opens, configures and starts the device `spec` (see
+    /// [`DpdkDevice::open`]); a re-open passes the [`Relink`] of the device
+    /// it replaces.
+    pub(super) fn open(
+        spec: &str,
+        config: &DeviceConfig,
+        relink: Option<Arc<Relink>>,
+    ) -> Result<Arc<DeviceInner>, DpdkError> {
+        if config.queues == 0 {
+            return Err(DpdkError::NoQueues);
+        }
+        let name = spec.split_once(',').map_or(spec, |(name, _)| name);
+        // Taken before any queue exists, to tell this device's AF_XDP
+        // sockets from others' afterwards (see `wake`).
+        let xsks_before = wake::xsk_fds();
+        let c_name = CString::new(name).map_err(|_| DpdkError::ArgHasNul { index: 0 })?;
+        let mut created_vdev = None;
+        let port_id = match port_by_name(&c_name) {
+            Some(port) => port,
+            None if name.starts_with("net_") => {
+                // EAL's generic hotplug finds the vdev bus from the driver
+                // name; rte_vdev_init itself lives in a bus library that
+                // pkg-config does not link.
+                let devargs = CString::new(spec).map_err(|_| DpdkError::ArgHasNul { index: 0 })?;
+                // SAFETY: devargs is NUL-terminated and outlives the call.
+                let rc = unsafe { sys::rte_dev_probe(devargs.as_ptr()) };
+                if rc < 0 {
+                    let code = rc.saturating_neg();
+                    return Err(DpdkError::VdevCreate {
+                        spec: spec.to_owned(),
+                        code,
+                        message: error_text(code),
+                    });
+                }
+                created_vdev = Some(c_name.clone());
+                port_by_name(&c_name).ok_or_else(|| DpdkError::DeviceNotFound {
+                    name: name.to_owned(),
+                })?
+            }
+            None => {
+                return Err(DpdkError::DeviceNotFound {
+                    name: name.to_owned(),
+                })
+            }
+        };
+
+        {
+            let mut open = OPEN_PORTS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if open.contains(&port_id) {
+                return Err(DpdkError::DeviceBusy { port: port_id });
+            }
+            open.push(port_id);
+        }
+        let claim = PortClaim {
+            port_id,
+            created_vdev,
+            armed: true,
+        };
+        let relink = relink.unwrap_or_else(|| Arc::new(Relink::new(spec, config)));
+        let mut inner = configure_and_start(claim, name, config, relink)?;
+        let new_xsks = wake::xsk_fds().difference(&xsks_before).copied().collect();
+        inner.wake = wake::for_device(name, spec, config.queues, new_xsks);
+        inner.relink.opened();
+        Ok(Arc::new(inner))
+    }
+
+    /// Stops, closes and (if `open` created it) removes the device, once:
+    /// at the last drop, or earlier by a re-open while every queue is
+    /// parked.
+    pub(super) fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: called from drop (every DpdkPort holds an Arc to this, so
+        // no worker polls the queues any more) or by a re-open once every
+        // queue is parked; stop, close, remove is DPDK's teardown order.
         let results = unsafe {
             [
                 ("rte_eth_dev_stop", sys::rte_eth_dev_stop(self.port_id)),
@@ -213,6 +294,12 @@ impl Drop for DeviceInner {
         if let Ok(mut open) = OPEN_PORTS.lock() {
             open.retain(|&p| p != self.port_id);
         }
+    }
+}
+
+impl Drop for DeviceInner {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -244,65 +331,9 @@ impl DpdkDevice {
     /// device with arguments (`net_af_packet0,iface=veth0`), created here if
     /// no port has that name yet and removed again when the device drops.
     pub fn open(_eal: &Eal, device: &str, config: &DeviceConfig) -> Result<DpdkDevice, DpdkError> {
-        if config.queues == 0 {
-            return Err(DpdkError::NoQueues);
-        }
-        let name = device.split_once(',').map_or(device, |(name, _)| name);
-        // Taken before any queue exists, to tell this device's AF_XDP
-        // sockets from others' afterwards (see `wake`).
-        let xsks_before = wake::xsk_fds();
-        let c_name = CString::new(name).map_err(|_| DpdkError::ArgHasNul { index: 0 })?;
-        let mut created_vdev = None;
-        let port_id = match port_by_name(&c_name) {
-            Some(port) => port,
-            None if name.starts_with("net_") => {
-                // EAL's generic hotplug finds the vdev bus from the driver
-                // name; rte_vdev_init itself lives in a bus library that
-                // pkg-config does not link.
-                let devargs =
-                    CString::new(device).map_err(|_| DpdkError::ArgHasNul { index: 0 })?;
-                // SAFETY: devargs is NUL-terminated and outlives the call.
-                let rc = unsafe { sys::rte_dev_probe(devargs.as_ptr()) };
-                if rc < 0 {
-                    let code = rc.saturating_neg();
-                    return Err(DpdkError::VdevCreate {
-                        spec: device.to_owned(),
-                        code,
-                        message: error_text(code),
-                    });
-                }
-                created_vdev = Some(c_name.clone());
-                port_by_name(&c_name).ok_or_else(|| DpdkError::DeviceNotFound {
-                    name: name.to_owned(),
-                })?
-            }
-            None => {
-                return Err(DpdkError::DeviceNotFound {
-                    name: name.to_owned(),
-                })
-            }
-        };
-
-        {
-            let mut open = OPEN_PORTS
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if open.contains(&port_id) {
-                return Err(DpdkError::DeviceBusy { port: port_id });
-            }
-            open.push(port_id);
-        }
-        let claim = PortClaim {
-            port_id,
-            created_vdev,
-            armed: true,
-        };
-        let mut dev = configure_and_start(claim, name, config)?;
-        let new_xsks = wake::xsk_fds().difference(&xsks_before).copied().collect();
-        if let Some(inner) = Arc::get_mut(&mut dev.inner) {
-            inner.wake = wake::for_device(name, device, config.queues, new_xsks);
-        }
-        Ok(dev)
+        Ok(DpdkDevice {
+            inner: DeviceInner::open(device, config, None)?,
+        })
     }
 
     pub fn port_id(&self) -> u16 {
@@ -472,7 +503,8 @@ fn configure_and_start(
     mut claim: PortClaim,
     name: &str,
     config: &DeviceConfig,
-) -> Result<DpdkDevice, DpdkError> {
+    relink: Arc<Relink>,
+) -> Result<DeviceInner, DpdkError> {
     let port = claim.port_id;
     let mut info = sys::rte_eth_dev_info::default();
     // SAFETY: port is a valid port id; info is an out-pointer.
@@ -495,7 +527,8 @@ fn configure_and_start(
         // SAFETY: reads the calling thread's socket.
         socket = unsafe { sys::sluice_socket_id() } as c_int;
     }
-    let pool = mbuf_pool(port, socket, config)?;
+    let pool = mbuf_pool(port, socket, config, relink.pool_generation())?;
+    relink.note_pool(pool);
 
     let mut conf = sys::rte_eth_conf::default();
     let supported = info.flow_type_rss_offloads;
@@ -589,34 +622,39 @@ fn configure_and_start(
     }
 
     claim.armed = false;
-    Ok(DpdkDevice {
-        inner: Arc::new(DeviceInner {
-            port_id: port,
-            name: name.to_owned(),
-            created_vdev: claim.created_vdev.take(),
-            queues,
-            socket,
-            pool,
-            rss: RssState {
-                supported,
-                enabled,
-                symmetric_key: symmetric,
-                owner_steering: owner,
-            },
-            queue_taken: (0..queues).map(|_| AtomicBool::new(false)).collect(),
-            wake: DeviceWake::None,
-        }),
+    Ok(DeviceInner {
+        port_id: port,
+        name: name.to_owned(),
+        created_vdev: claim.created_vdev.take(),
+        queues,
+        socket,
+        pool,
+        rss: RssState {
+            supported,
+            enabled,
+            symmetric_key: symmetric,
+            owner_steering: owner,
+        },
+        queue_taken: (0..queues).map(|_| AtomicBool::new(false)).collect(),
+        wake: DeviceWake::None,
+        relink,
+        closed: AtomicBool::new(false),
     })
 }
 
 /// The device's pool, reused when the port is opened again (pools are kept
-/// for the life of the process, see the module docs).
+/// for the life of the process, see the module docs), unless a re-open
+/// moved to a new `generation` because the PMD kept the old pool's mbufs.
 fn mbuf_pool(
     port: u16,
     socket: c_int,
     config: &DeviceConfig,
+    generation: u32,
 ) -> Result<NonNull<sys::rte_mempool>, DpdkError> {
-    let name = format!("sluice_p{port}_s{socket}");
+    let name = match generation {
+        0 => format!("sluice_p{port}_s{socket}"),
+        g => format!("sluice_p{port}_s{socket}_g{g}"),
+    };
     let c_name = CString::new(name.as_str()).map_err(|_| DpdkError::ArgHasNul { index: 0 })?;
     // SAFETY: c_name is NUL-terminated.
     if let Some(pool) = NonNull::new(unsafe { sys::rte_mempool_lookup(c_name.as_ptr()) }) {

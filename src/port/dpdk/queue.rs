@@ -9,6 +9,7 @@ use std::sync::Arc;
 use dpdk_sys as sys;
 
 use super::device::DeviceInner;
+use super::relink::Repair;
 use super::wake::{DeviceWake, TapDoorbell};
 use super::{error_text, last_errno, DpdkError, MAX_BURST};
 use crate::port::{PacketBuf, Port, PortStats};
@@ -45,6 +46,13 @@ pub struct DpdkPort {
     /// waiting), handed out first by the next `rx_burst`.
     stash: Vec<Mbuf>,
     device: Arc<DeviceInner>,
+    /// The device is being re-opened: the queue is not touched until the
+    /// new one is published (see `relink.rs`).
+    parked: bool,
+    /// The re-open epoch of `device`.
+    epoch: u64,
+    /// Times this queue moved to a re-opened device.
+    reopens: u64,
 }
 
 /// A queue's receive event (see `wake.rs`).
@@ -60,6 +68,21 @@ enum QueueWake {
         ifindex: i32,
         bell: OnceCell<Option<TapDoorbell>>,
     },
+}
+
+impl QueueWake {
+    fn of(device: &DeviceInner, queue_id: u16) -> QueueWake {
+        match &device.wake {
+            DeviceWake::None => QueueWake::None,
+            DeviceWake::Xsk { fds } => fds
+                .get(usize::from(queue_id))
+                .map_or(QueueWake::None, |&fd| QueueWake::Xsk(fd)),
+            DeviceWake::PacketTap { ifindex } => QueueWake::Tap {
+                ifindex: *ifindex,
+                bell: OnceCell::new(),
+            },
+        }
+    }
 }
 
 // SAFETY: the queue pair belongs to this value alone (DpdkDevice::port hands
@@ -88,26 +111,34 @@ impl std::fmt::Debug for DpdkPort {
 impl DpdkPort {
     /// The handle for `queue_id`, already marked taken in `device`.
     pub(super) fn new(device: Arc<DeviceInner>, queue_id: u16) -> DpdkPort {
-        let wake = match &device.wake {
-            DeviceWake::None => QueueWake::None,
-            DeviceWake::Xsk { fds } => fds
-                .get(usize::from(queue_id))
-                .map_or(QueueWake::None, |&fd| QueueWake::Xsk(fd)),
-            DeviceWake::PacketTap { ifindex } => QueueWake::Tap {
-                ifindex: *ifindex,
-                bell: OnceCell::new(),
-            },
-        };
         DpdkPort {
             port_id: device.port_id,
             queue_id,
             pool: device.pool,
             stats: PortStats::default(),
             registration_failed: false,
-            wake,
+            wake: QueueWake::of(&device, queue_id),
             stash: Vec::with_capacity(MAX_BURST),
+            epoch: device.relink.epoch.load(Ordering::Acquire),
             device,
+            parked: false,
+            reopens: 0,
         }
+    }
+
+    /// Moves this queue to the same queue of a re-opened device.
+    fn rebind(&mut self, device: Arc<DeviceInner>, epoch: u64) {
+        if let Some(flag) = device.queue_taken.get(usize::from(self.queue_id)) {
+            flag.store(true, Ordering::Release);
+        }
+        if let Some(flag) = self.device.queue_taken.get(usize::from(self.queue_id)) {
+            flag.store(false, Ordering::Release);
+        }
+        self.port_id = device.port_id;
+        self.pool = device.pool;
+        self.wake = QueueWake::of(&device, self.queue_id);
+        self.device = device;
+        self.epoch = epoch;
     }
 
     /// One burst straight from the PMD into `out`.
@@ -202,10 +233,17 @@ impl Port for DpdkPort {
             out.extend(self.stash.drain(..n));
             return n;
         }
+        if self.parked {
+            return 0;
+        }
         self.receive(out, max)
     }
 
     fn tx_burst(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
+        if self.parked {
+            self.stats.tx_full += bufs.len() as u64;
+            return 0;
+        }
         let mut raw = [ptr::null_mut::<sys::rte_mbuf>(); MAX_BURST];
         let mut lens = [0u16; MAX_BURST];
         let mut sent_total = 0;
@@ -260,6 +298,9 @@ impl Port for DpdkPort {
     }
 
     fn rx_event_fd(&self) -> Option<RawFd> {
+        if self.parked {
+            return None;
+        }
         match &self.wake {
             QueueWake::None => None,
             QueueWake::Xsk(fd) => Some(*fd),
@@ -278,6 +319,9 @@ impl Port for DpdkPort {
     }
 
     fn arm_rx_event(&mut self) -> bool {
+        if self.parked {
+            return true;
+        }
         match &self.wake {
             // Level-triggered on the PMD's ring: a frame already there
             // polls readable.
@@ -294,6 +338,52 @@ impl Port for DpdkPort {
                 quiet
             }
         }
+    }
+
+    /// Takes part in a re-open of the device after a link event (see
+    /// `relink.rs`): looks for a reason to start one, parks the queue while
+    /// one runs, and moves to the re-opened device once it is published.
+    fn check_link(&mut self, now: bool) -> bool {
+        let relink = Arc::clone(&self.device.relink);
+        if self.parked {
+            let epoch = relink.epoch.load(Ordering::Acquire);
+            if epoch != self.epoch {
+                if let Some(device) = relink.current() {
+                    self.rebind(device, epoch);
+                    self.parked = false;
+                    self.reopens += 1;
+                    relink.unpark();
+                    return true;
+                }
+            } else if !relink.paused.load(Ordering::Acquire) {
+                // The re-open gave up before closing anything.
+                self.parked = false;
+                relink.unpark();
+            }
+            return false;
+        }
+        let park = relink.paused.load(Ordering::Acquire)
+            || match relink.due(now) {
+                None => false,
+                Some(Repair::Reattach) => {
+                    if relink.reattach() {
+                        self.reopens += 1;
+                        return true;
+                    }
+                    let why = "its XDP program was removed and could not be attached again";
+                    relink.start(why.into(), Arc::clone(&self.device))
+                }
+                Some(Repair::Reopen(why)) => relink.start(why, Arc::clone(&self.device)),
+            };
+        if park {
+            self.parked = true;
+            relink.parked.fetch_add(1, Ordering::AcqRel);
+        }
+        false
+    }
+
+    fn reopens(&self) -> u64 {
+        self.reopens
     }
 }
 
