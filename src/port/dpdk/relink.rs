@@ -52,7 +52,7 @@
 //! the pool's mbufs, the new device gets a new pool (see
 //! [`Relink::replace_pool_if_drained`]).
 //!
-//! Found while building this: after net_af_xdp (DPDK 22.11, kernel 6.1)
+//! Found while building this: after net_af_xdp (DPDK 22.11, kernel 6.18)
 //! closes a device whose program was removed, a new AF_XDP socket on the
 //! same queue of the same interface fails `bind` with `EBUSY` for as long
 //! as we retried (seconds; strace shows the old socket closed), so closing
