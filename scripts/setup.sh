@@ -27,7 +27,7 @@ done
 # Debian packages, by what needs them.
 LAB=(iproute2 ethtool python3)          # namespaces, offloads, HTTP peers
 BUILD_DPDK=(pkg-config libdpdk-dev libclang-dev)  # the dpdk feature (bindgen)
-TEST=(tcpdump bird2 nftables)           # e2e: frame checks; the HA lab's BGP speaker and firewall
+TEST=(tcpdump bird2 nftables llvm)      # e2e: frame checks; the HA lab's BGP speaker and firewall; llvm-mc assembles a foreign XDP program
 case "$MODE" in
   demo) PKGS=("${LAB[@]}") ;;
   dpdk) PKGS=("${LAB[@]}" "${BUILD_DPDK[@]}") ;;

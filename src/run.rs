@@ -209,19 +209,61 @@ fn open_afpacket_ports(
         })
         .collect();
     let sides = &sides;
-    let opened: Vec<Vec<Result<AfPacketPort, RunError>>> = std::thread::scope(|s| {
-        let handles: Vec<Vec<_>> = (0..workers)
-            .map(|w| {
+    // Sockets a service manager kept across a restart (notify.rs): each
+    // is taken back by the same worker on the same interface; the rest
+    // (another worker count, an interface gone from the configuration)
+    // are closed and dropped from the store before any new socket joins a
+    // fanout group.
+    let mut kept: Vec<(String, std::os::fd::OwnedFd)> = crate::notify::take_listen_fds();
+    let mut taken: Vec<Vec<Option<(String, std::os::fd::OwnedFd)>>> = (0..workers)
+        .map(|w| {
+            names
+                .iter()
+                .map(|name| {
+                    let prefix = crate::notify::fd_name_prefix(name, w as u32, workers as u32);
+                    let i = kept.iter().position(|(n, _)| n.starts_with(&prefix))?;
+                    Some(kept.swap_remove(i))
+                })
+                .collect()
+        })
+        .collect();
+    for (name, fd) in kept {
+        tracing::info!(
+            name,
+            "a kept socket matches no port of this configuration: closed"
+        );
+        crate::notify::remove_fd(&name);
+        drop(fd);
+    }
+    let opened: Vec<Vec<Result<(AfPacketPort, bool), RunError>>> = std::thread::scope(|s| {
+        let handles: Vec<Vec<_>> = taken
+            .iter_mut()
+            .enumerate()
+            .map(|(w, mine)| {
                 names
                     .iter()
                     .zip(sides)
-                    .map(|(&name, &side)| {
+                    .zip(mine.iter_mut())
+                    .map(|((&name, &side), kept)| {
                         let ring = crate::port::afpacket::RingConfig {
                             fanout: FanoutMode::Owner(side),
                             ..ring
                         };
+                        let kept = kept.take();
                         s.spawn(move || {
+                            if let Some((stored, fd)) = kept {
+                                match AfPacketPort::adopt(fd, name, w as u32, workers as u32, ring)
+                                {
+                                    Ok(p) => return Ok((p, true)),
+                                    Err(e) => {
+                                        tracing::warn!(interface = name, worker = w, error = %e,
+                                            "the kept socket cannot be taken back; opening a new one");
+                                        crate::notify::remove_fd(&stored);
+                                    }
+                                }
+                            }
                             AfPacketPort::open(name, w as u32, workers as u32, ring)
+                                .map(|p| (p, false))
                                 .map_err(|e| RunError::on(name, e))
                         })
                     })
@@ -244,21 +286,29 @@ fn open_afpacket_ports(
     });
     // The first error by worker and interface order, as a sequential open
     // would have reported it; every port opened meanwhile is closed.
-    let ports: Vec<Vec<AfPacketPort>> = opened
+    let ports: Vec<Vec<(AfPacketPort, bool)>> = opened
         .into_iter()
         .map(|mine| mine.into_iter().collect())
         .collect::<Result<_, _>>()?;
     if workers > 1 {
         for (i, (name, &side)) in names.iter().zip(sides).enumerate() {
-            for mine in &ports {
-                mine[i]
-                    .join_owner_fanout(side, workers as u32)
+            // A socket taken back is still in its group, with its program.
+            for (port, _) in ports.iter().filter(|mine| !mine[i].1).map(|mine| &mine[i]) {
+                port.join_owner_fanout(side, workers as u32)
                     .map_err(|e| RunError::on(name, e))?;
             }
             tracing::info!(interface = %name, ?side, "kernel fanout steers each flow to its owner");
         }
     }
-    Ok(ports)
+    for (port, adopted) in ports.iter().flatten() {
+        if !adopted {
+            crate::notify::store_fd(&port.store_name(), port.raw_fd());
+        }
+    }
+    Ok(ports
+        .into_iter()
+        .map(|mine| mine.into_iter().map(|(p, _)| p).collect())
+        .collect())
 }
 
 /// The MAC address of a kernel interface (in this network namespace).
@@ -297,6 +347,7 @@ where
             c.flow_capacity = config.dataplane.flow_capacity;
             c.timeouts = timeouts;
             c.idle = config.dataplane.idle.policy();
+            c.wait_for_configuration = true;
             (c, p)
         })
         .collect();

@@ -188,7 +188,69 @@ fn link_events(backend: Backend) {
             vec![ip(&lb, &["link", "set", "dev", "l0", "xdp", "off"])],
             1,
         );
+        foreign_program(&lab, &lb);
     }
+}
+
+/// Someone else's XDP program (XDP_PASS, assembled here) replaces the
+/// PMD's on l0: sluice does not fight it (no re-open, an error logged,
+/// connections through l0 fail since its frames go to the kernel), and
+/// attaches its own again once that program is removed.
+fn foreign_program(lab: &Lab, lb: &str) {
+    let dir = std::env::temp_dir().join(format!("sluice-xdp-{}", lab.id));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (src, obj) = (dir.join("pass.s"), dir.join("pass.o"));
+    std::fs::write(
+        &src,
+        "\t.section xdp,\"ax\",@progbits\n\t.globl xdp_pass\n\t.type xdp_pass,@function\n\
+         xdp_pass:\n\tr0 = 2\n\texit\n.Lend:\n\t.size xdp_pass, .Lend-xdp_pass\n\
+         \t.section license,\"aw\",@progbits\n\t.globl _license\n_license:\n\t.asciz \"GPL\"\n\
+         \t.size _license, 4\n",
+    )
+    .expect("write pass.s");
+    let (src, obj) = (src.to_string_lossy(), obj.to_string_lossy());
+    sh(&[
+        "llvm-mc",
+        "-triple",
+        "bpf",
+        "-filetype=obj",
+        "-o",
+        &obj,
+        &src,
+    ]);
+    let before = worker_sum(&lab.stats(), "port_reopens");
+    sh(&[
+        "ip", "-force", "-n", lb, "link", "set", "dev", "l0", "xdp", "obj", &obj, "sec", "xdp",
+    ]);
+    // Several link checks pass (every 100 ms) and nothing is re-attached.
+    std::thread::sleep(Duration::from_millis(500));
+    let r = lab.http(1, 1);
+    assert_eq!(
+        r["ok"], 0,
+        "a connection succeeded through a foreign program: {r}"
+    );
+    assert_eq!(
+        worker_sum(&lab.stats(), "port_reopens"),
+        before,
+        "sluice fought the program"
+    );
+    assert!(
+        lab.sluice_log().contains("another XDP program replaced"),
+        "no error logged for the foreign program:\n{}",
+        lab.sluice_log()
+    );
+    let link = lab.run_in("lb", &["ip", "link", "show", "l0"]);
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("xdp_pass"),
+        "the foreign program is no longer attached"
+    );
+    event(
+        lab,
+        "the foreign XDP program removed from l0",
+        &[&["ip", "-n", lb, "link", "set", "dev", "l0", "xdp", "off"]],
+        1,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The AF_PACKET port through each event.
@@ -203,14 +265,23 @@ fn link_events_dpdk_af_packet() {
     link_events(Backend::Dpdk);
 }
 
-/// The DPDK port on net_af_xdp through each event, and its XDP program
-/// removed (the device is re-opened).
+/// The DPDK port on net_af_xdp through each event, its XDP program removed
+/// (attached again) and replaced by someone else's (left alone until gone).
 #[cfg(feature = "dpdk")]
 fn link_events_dpdk_af_xdp() {
     link_events(Backend::DpdkXdp);
 }
 
-machine_tests!(lab::NEEDS;
+/// The lab's tools, and llvm-mc to assemble the foreign XDP program.
+const NEEDS: &[harness::Need] = &[
+    harness::Need::Root,
+    harness::Need::Tool("ip"),
+    harness::Need::Tool("python3"),
+    harness::Need::Tool("tcpdump"),
+    harness::Need::Tool("llvm-mc"),
+];
+
+machine_tests!(NEEDS;
     link_events_afpacket,
     #[cfg(feature = "dpdk")]
     link_events_dpdk_af_packet,

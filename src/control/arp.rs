@@ -664,12 +664,17 @@ impl<T> HoldQueue<T> {
     /// Takes the frames whose next hop `resolved` now knows, and those
     /// whose next hop is unnamed, oldest first.
     pub fn release(&mut self, resolved: impl Fn(Ipv4Addr) -> bool) -> Vec<T> {
-        let ready: Vec<Option<Ipv4Addr>> = self
-            .queues
-            .keys()
-            .filter(|h| h.map_or(true, &resolved))
-            .copied()
-            .collect();
+        self.release_where(|h| h.map_or(true, &resolved))
+    }
+
+    /// Takes only the frames whose (named) next hop `resolved` knows.
+    pub fn release_named(&mut self, resolved: impl Fn(Ipv4Addr) -> bool) -> Vec<T> {
+        self.release_where(|h| h.is_some_and(&resolved))
+    }
+
+    fn release_where(&mut self, take: impl Fn(Option<Ipv4Addr>) -> bool) -> Vec<T> {
+        let ready: Vec<Option<Ipv4Addr>> =
+            self.queues.keys().filter(|&&h| take(h)).copied().collect();
         let mut out = Vec::new();
         for h in ready {
             if let Some(q) = self.queues.remove(&h) {
@@ -999,6 +1004,10 @@ mod tests {
         q.hold(None, 6, Duration::from_secs(2));
         // Unnamed next hops go back at any release.
         assert_eq!(q.release(|_| false), vec![6]);
+        q.hold(Some(b), 7, Duration::ZERO);
+        q.hold(None, 8, Duration::ZERO);
+        assert_eq!(q.release_named(|h| h == b), vec![7]);
+        assert_eq!(q.release_named(|_| true), Vec::<i32>::new());
         // a never answers: its frames age out.
         assert_eq!(q.expire(Duration::from_secs(3)), 0);
         assert_eq!(q.expire(Duration::from_millis(3001)), 2);

@@ -160,6 +160,15 @@ impl Store {
 
     /// Publishes a generation with these learnt neighbors (services and
     /// Maglev tables shared with the running generation).
+    /// Sets the learnt neighbors the next published generation carries,
+    /// without publishing one (at start, before the first generation).
+    pub fn preset_learnt_neighbors(
+        &mut self,
+        learnt: Vec<(std::net::Ipv4Addr, crate::wire::MacAddr)>,
+    ) {
+        self.learnt = learnt;
+    }
+
     pub fn set_learnt_neighbors<B: Send + 'static>(
         &mut self,
         dp: &mut Dataplane<B>,

@@ -90,6 +90,11 @@ pub struct WorkerConfig {
     /// The one-pass path for mid-flow packets of known flows. Off, every
     /// packet takes the general path: how tests check that both agree.
     pub fast_path: bool,
+    /// Poll no port until the first configured generation arrives: frames
+    /// already waiting in a port (a ring taken back from the previous
+    /// process across a restart) meet the services they are for, not the
+    /// empty generation a worker starts with.
+    pub wait_for_configuration: bool,
 }
 
 impl WorkerConfig {
@@ -104,6 +109,7 @@ impl WorkerConfig {
             expire_budget: 16,
             mac_swap_only: false,
             fast_path: true,
+            wait_for_configuration: false,
         }
     }
 }
@@ -598,6 +604,14 @@ impl<P: Port> Worker<P> {
         self.shared
             .generation
             .store(self.gen.number, Ordering::Release);
+        if self.cfg.wait_for_configuration {
+            while self.gen.number == 0
+                && self.gen_rx.is_empty()
+                && !self.plumbing.stop.load(Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
         let mut empty_polls = 0u32;
         let mut polls = 0u32;
         while !self.plumbing.stop.load(Ordering::Relaxed) {

@@ -215,6 +215,24 @@ impl ControlServer {
             poll.registry()
                 .register(&mut SourceFd(&fd), WORKER_BELL, Interest::READABLE)?;
         }
+        let mut neighbors = Neighbors::new(
+            store
+                .topology()
+                .links
+                .iter()
+                .map(|l| ArpLink {
+                    mac: l.mac,
+                    addr: l.addr,
+                    prefix_len: l.prefix_len,
+                })
+                .collect(),
+            ArpTimers::default(),
+        );
+        for &(ip, mac) in &store.topology().neighbors {
+            neighbors.add_static(ip, mac);
+        }
+        let neighbor_file = neighbors::neighbor_file(&opts.socket);
+        neighbors::restore_neighbors(&neighbor_file, &mut neighbors, &mut store);
         // A snapshot goes to the workers before the first generation, so
         // they restore it before they forward anything with it.
         let restoring = opts
@@ -236,24 +254,6 @@ impl ControlServer {
             }
         };
         tracing::info!(socket = %opts.socket.display(), generation = dataplane.current().number, "control socket ready");
-        let mut neighbors = Neighbors::new(
-            store
-                .topology()
-                .links
-                .iter()
-                .map(|l| ArpLink {
-                    mac: l.mac,
-                    addr: l.addr,
-                    prefix_len: l.prefix_len,
-                })
-                .collect(),
-            ArpTimers::default(),
-        );
-        for &(ip, mac) in &store.topology().neighbors {
-            neighbors.add_static(ip, mac);
-        }
-        let neighbor_file = neighbors::neighbor_file(&opts.socket);
-        neighbors::restore_neighbors(&neighbor_file, &mut neighbors, &mut store, &mut dataplane);
         let stop = Arc::new(AtomicBool::new(false));
         let mut lp = Loop {
             poll,

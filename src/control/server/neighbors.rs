@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use super::Loop;
 use crate::control::arp::{Neighbors, Outgoing};
-use crate::control::publish::Dataplane;
 use crate::control::store::Store;
 use crate::service::Generation;
 use crate::wire::MacAddr;
@@ -73,15 +72,11 @@ fn parse_neighbors(text: &str) -> (Vec<(Ipv4Addr, MacAddr)>, usize) {
 }
 
 /// Starts `neighbors` from the file a previous instance left at `path`, if
-/// any, and publishes them so the data path can use them at once; each is
-/// asked for again at the first ARP tick and forgotten if it does not
-/// answer.
-pub(super) fn restore_neighbors<B: Send + 'static>(
-    path: &Path,
-    neighbors: &mut Neighbors,
-    store: &mut Store,
-    dp: &mut Dataplane<B>,
-) {
+/// any, and gives them to `store` for the first generation it publishes,
+/// so the data path can use them from its first packet (frames a restart
+/// left waiting in a kept ring are forwarded at once); each is asked for
+/// again at the first ARP tick and forgotten if it does not answer.
+pub(super) fn restore_neighbors(path: &Path, neighbors: &mut Neighbors, store: &mut Store) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -93,10 +88,7 @@ pub(super) fn restore_neighbors<B: Send + 'static>(
     let (entries, bad) = parse_neighbors(&text);
     let taken = neighbors.restore(entries, Duration::ZERO);
     if taken > 0 {
-        if let Err(e) = store.set_learnt_neighbors(dp, neighbors.resolved()) {
-            tracing::warn!(error = %e, "publishing restored neighbors failed");
-            return;
-        }
+        store.preset_learnt_neighbors(neighbors.resolved());
     }
     tracing::info!(path = %path.display(), restored = taken, unreadable = bad, "neighbors restored");
 }
@@ -216,6 +208,26 @@ impl<B: Send + 'static> Loop<B> {
             }
             self.holds.hold(hop, h, now);
         }
+        // A worker may hold a frame for a neighbor the control thread has
+        // already published (it ran the generation before): it goes back
+        // at once instead of waiting for the next change of neighbors.
+        let known: HashSet<Ipv4Addr> = self.arp.resolved().iter().map(|(a, _)| *a).collect();
+        let ready = self.holds.release_named(|a| known.contains(&a));
+        self.give_back(ready);
+    }
+
+    /// Sends released frames back to the workers that held them.
+    fn give_back(&mut self, frames: Vec<Held>) {
+        for Held {
+            worker,
+            port,
+            frame,
+        } in frames
+        {
+            if !self.dp.reinject(worker as usize, port, frame) {
+                self.holds.stats.dropped += 1;
+            }
+        }
     }
 
     /// Gives back to their workers the held frames whose next hop is known.
@@ -224,16 +236,8 @@ impl<B: Send + 'static> Loop<B> {
             return;
         }
         let known: HashSet<Ipv4Addr> = self.arp.resolved().iter().map(|(a, _)| *a).collect();
-        for Held {
-            worker,
-            port,
-            frame,
-        } in self.holds.release(|a| known.contains(&a))
-        {
-            if !self.dp.reinject(worker as usize, port, frame) {
-                self.holds.stats.dropped += 1;
-            }
-        }
+        let ready = self.holds.release(|a| known.contains(&a));
+        self.give_back(ready);
     }
 
     /// Brings `arp_hops` to `g`'s endpoints; whether the set of hops changed.

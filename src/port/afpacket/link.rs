@@ -72,6 +72,16 @@ impl LinkState {
     }
 }
 
+impl LinkState {
+    pub(super) fn worker(&self) -> u32 {
+        self.worker
+    }
+
+    pub(super) fn workers(&self) -> u32 {
+        self.workers
+    }
+}
+
 impl AfPacketPort {
     /// Looks at the link (at most every [`CHECK_EVERY`] unless `now`), starts
     /// a re-open when the socket no longer matches the interface, and swaps
@@ -180,6 +190,7 @@ impl AfPacketPort {
         let why = self.link.due.take().unwrap_or_default();
         // Counters of the old socket's kernel drops are read before it goes.
         let kept = self.detailed_stats();
+        let stored = self.store_name();
         std::mem::swap(&mut self.map, &mut new.map);
         self.rx_next = new.rx_next;
         self.max_frame_len = new.max_frame_len;
@@ -187,6 +198,10 @@ impl AfPacketPort {
         self.link.mtu = new.link.mtu;
         self.link.reopens += 1;
         self.kernel_drops.set(kept.rx_kernel_drops);
+        // A service manager keeping the old socket would keep it in the
+        // fanout group across a restart: it keeps the new one instead.
+        crate::notify::remove_fd(&stored);
+        crate::notify::store_fd(&self.store_name(), self.raw_fd());
         tracing::info!(
             ifname = %self.ifname,
             worker = self.link.worker,

@@ -65,7 +65,7 @@ use std::cell::Cell;
 use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -210,6 +210,10 @@ pub struct AfPacketPort {
     map: Arc<RingMap>,
     /// Next RX slot to look at.
     rx_next: usize,
+    /// A socket taken over from a previous process whose ring held no
+    /// unread frame: where the kernel writes next is unknown, so empty
+    /// polls look for the first filled slot anywhere (see [`Self::adopt`]).
+    hunting: bool,
     tx: TxBatch,
     pool: Vec<AfPacketBuf>,
     pool_cap: usize,
@@ -339,10 +343,28 @@ impl AfPacketPort {
             sys::detach_filter(fd).map_err(sys_err("SO_DETACH_FILTER"))?;
         }
 
+        Ok(AfPacketPort::assemble(
+            map,
+            ifname,
+            (worker, workers),
+            config,
+            (ifindex, mtu),
+        ))
+    }
+
+    /// The port around a mapped ring (its socket bound and in its group).
+    fn assemble(
+        map: Arc<RingMap>,
+        ifname: &str,
+        (worker, workers): (u32, u32),
+        config: RingConfig,
+        (ifindex, mtu): (i32, u32),
+    ) -> AfPacketPort {
         let mut pool = Vec::with_capacity(config.pool_size as usize * 2);
         pool.extend((0..config.pool_size).map(|_| AfPacketBuf::new_heap()));
-        Ok(AfPacketPort {
+        AfPacketPort {
             rx_next: 0,
+            hunting: false,
             tx: TxBatch {
                 // SAFETY: iovec and mmsghdr are plain C structs for which
                 // all-zero (null pointers, zero lengths) is valid.
@@ -357,12 +379,114 @@ impl AfPacketPort {
             map,
             pool,
             pool_cap: config.pool_size as usize * 2,
-            max_frame_len,
+            max_frame_len: mtu as usize + ethernet::HEADER_LEN + 4,
             ifname: ifname.to_owned(),
             stats: AfPacketStats::default(),
             kernel_drops: Cell::new(0),
             link: link::LinkState::new(worker, workers, config, ifindex, mtu),
-        })
+        }
+    }
+
+    /// Takes over `fd`, worker `worker`'s socket on `ifname` from a
+    /// previous sluice process (kept by the service manager across its
+    /// restart, see `notify.rs`): same interface, TPACKET_V2, a ring of the
+    /// size `config` and the interface's MTU give (`mmap` refuses any other
+    /// size). The socket is still bound and in its fanout group, and its
+    /// ring kept receiving while no process read it: the frames there are
+    /// read first, oldest first. Slots the dead process had lent out are
+    /// given back to the kernel (a slot not marked free stops the kernel's
+    /// walk: the ring would look full). With no unread frame, where the
+    /// kernel writes next is unknown, and the port hunts for the first
+    /// frame it writes.
+    pub fn adopt(
+        fd: OwnedFd,
+        ifname: &str,
+        worker: u32,
+        workers: u32,
+        config: RingConfig,
+    ) -> Result<AfPacketPort, AfPacketError> {
+        if worker >= workers {
+            return Err(AfPacketError::BadWorker { worker, workers });
+        }
+        let name = CString::new(ifname).map_err(|_| AfPacketError::BadName(ifname.to_owned()))?;
+        let sys_err = |op: &'static str| {
+            let ifname = ifname.to_owned();
+            move |source| AfPacketError::Sys { op, ifname, source }
+        };
+        if !sys::is_packet_v2(&fd).map_err(sys_err("getsockopt"))? {
+            return Err(AfPacketError::BadConfig(
+                "not an AF_PACKET socket with a TPACKET_V2 ring".into(),
+            ));
+        }
+        let ifindex =
+            sys::ifindex(&name).ok_or_else(|| AfPacketError::NoSuchInterface(ifname.to_owned()))?;
+        let bound = sys::bound_ifindex(&fd).map_err(sys_err("getsockname"))?;
+        if bound != ifindex {
+            return Err(AfPacketError::BadConfig(format!(
+                "bound to interface index {bound}, {ifname} is {ifindex}"
+            )));
+        }
+        let mtu = sys::mtu(&fd, &name).map_err(sys_err("SIOCGIFMTU"))?;
+        let max_frame_len = mtu as usize + ethernet::HEADER_LEN + 4;
+        let layout = RingLayout::new(&config, sys::page_size(), max_frame_len)
+            .map_err(AfPacketError::BadConfig)?;
+        let base = sys::map_rings(&fd, layout.bytes).map_err(|source| AfPacketError::Ring {
+            ifname: ifname.to_owned(),
+            bytes: layout.bytes,
+            source,
+        })?;
+        let map = Arc::new(RingMap::new(
+            fd,
+            base,
+            layout.bytes,
+            layout.block_size,
+            layout.frame_size,
+            layout.frames,
+        ));
+        let (oldest, unread, released) = scan_unread(&map, true);
+        let mut port =
+            AfPacketPort::assemble(map, ifname, (worker, workers), config, (ifindex, mtu));
+        port.rx_next = oldest.unwrap_or(0);
+        port.hunting = oldest.is_none();
+        tracing::info!(
+            ifname,
+            worker,
+            unread,
+            released,
+            "took over the socket of the previous process"
+        );
+        Ok(port)
+    }
+
+    /// The name this port's socket is kept under by the service manager.
+    pub fn store_name(&self) -> String {
+        crate::notify::fd_name(
+            &self.ifname,
+            self.link.worker(),
+            self.link.workers(),
+            self.map.frames,
+            self.map.frame_size,
+        )
+    }
+
+    /// The socket, for the service manager's store.
+    pub fn raw_fd(&self) -> RawFd {
+        self.map.raw_fd()
+    }
+
+    /// Where the kernel writes next, once it has written: the oldest
+    /// filled slot (see [`Self::adopt`]).
+    #[cold]
+    fn hunt(&mut self) -> bool {
+        let (oldest, _, _) = scan_unread(&self.map, false);
+        match oldest {
+            Some(i) => {
+                self.rx_next = i;
+                self.hunting = false;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Joins this socket to the interface's owner fanout group (mode
@@ -433,6 +557,38 @@ impl AfPacketPort {
 /// as a buffer, or `None` if it is skipped (counted in `stats`; the caller
 /// gives the slot back).
 #[inline]
+/// The ring's oldest unread frame (by the kernel's receive time), how many
+/// are unread, and, with `release_lent`, how many slots marked lent (by a
+/// process that is gone) went back to the kernel.
+fn scan_unread(map: &RingMap, release_lent: bool) -> (Option<usize>, usize, usize) {
+    let mut oldest: Option<((u32, u32), usize)> = None;
+    let (mut unread, mut released) = (0, 0);
+    for i in 0..map.frames {
+        let slot = map.slot(i);
+        // SAFETY: `slot` is a slot of this ring.
+        let status = unsafe { map.status(slot) };
+        let st = status.load(Ordering::Acquire);
+        if release_lent && st == ring::LENT {
+            status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
+            released += 1;
+        } else if st & libc::TP_STATUS_USER != 0 {
+            // SAFETY: a USER slot's header is the kernel's finished write,
+            // ours to read.
+            let when = unsafe {
+                (
+                    slot.add(ring::frame::SEC).cast::<u32>().read(),
+                    slot.add(ring::frame::NSEC).cast::<u32>().read(),
+                )
+            };
+            unread += 1;
+            if oldest.map_or(true, |(t, _)| when < t) {
+                oldest = Some((when, i));
+            }
+        }
+    }
+    (oldest.map(|(_, i)| i), unread, released)
+}
+
 fn lend_frame(
     map: &Arc<RingMap>,
     stats: &mut AfPacketStats,
@@ -551,6 +707,8 @@ impl Port for AfPacketPort {
         if received > 0 {
             // Before any of them can be dropped: they leave with `out`.
             RingMap::lend(&self.map, received as u32);
+        } else if self.hunting && self.hunt() {
+            return self.rx_burst(out, max);
         }
         self.stats.port.rx_packets += received as u64;
         self.stats.port.rx_bytes += bytes;

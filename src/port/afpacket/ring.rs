@@ -39,6 +39,9 @@ pub(super) mod frame {
     pub const LEN: usize = 4;
     pub const SNAPLEN: usize = 8;
     pub const MAC: usize = 12;
+    /// `tp_sec`, `tp_nsec`: when the kernel received the frame.
+    pub const SEC: usize = 16;
+    pub const NSEC: usize = 20;
     pub const VLAN_TCI: usize = 24;
     pub const VLAN_TPID: usize = 26;
     /// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where `sockaddr_ll`

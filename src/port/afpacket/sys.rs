@@ -329,3 +329,51 @@ pub(super) fn enter_netns(ns: &OwnedFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// An `int` socket option of `fd`.
+fn int_option(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: reads an int option into a live i32 of the given length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// Whether `fd` is an AF_PACKET socket with a TPACKET_V2 ring version.
+pub(super) fn is_packet_v2(fd: &OwnedFd) -> io::Result<bool> {
+    if int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)? != libc::AF_PACKET {
+        return Ok(false);
+    }
+    Ok(int_option(fd, libc::SOL_PACKET, libc::PACKET_VERSION)?
+        == libc::tpacket_versions::TPACKET_V2 as i32)
+}
+
+/// The interface index a packet socket is bound to.
+pub(super) fn bound_ifindex(fd: &OwnedFd) -> io::Result<i32> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `addr`.
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_ll).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(addr.sll_ifindex)
+}
