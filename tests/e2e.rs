@@ -1041,6 +1041,113 @@ fn s4a_restart_keeps_long_lived_connection_when_client_rearps() {
     s4a_restart(true);
 }
 
+/// TCP segments a namespace's kernel has retransmitted (`/proc/net/snmp`).
+fn retransmitted(lab: &Lab, ns: &str) -> u64 {
+    let out = lab.run_in(ns, &["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap_or(""), tcp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RetransSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no RetransSegs in {text}"))
+}
+
+/// S4a with SIGKILL under a service manager: the supervisor
+/// (scripts/lab_supervisor.py, doing what systemd does with
+/// `FileDescriptorStoreMax=` and `Restart=always`, here 150 ms after the
+/// exit) keeps sluice's AF_PACKET sockets while no sluice runs. The request
+/// the client sends during the outage (longer than its 100 ms interval)
+/// waits in the ring and is answered when sluice is back: the client never
+/// retransmits. Client and backends get a 1 s minimum RTO, so a lost
+/// segment shows as a retransmission however slow the machine is.
+fn s4a_kill9_under_a_supervisor_loses_no_frame() {
+    let mut lab = Lab::up(2, 1, Backend::AfPacket);
+    lab.without_flow_snapshot();
+    lab.supervised = Some(150);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    let route = |ns: &str, args: &[&str]| {
+        let out = lab.run_in(
+            ns,
+            &[&["ip", "route", "change"], args, &["rto_min", "1000ms"]].concat(),
+        );
+        assert!(out.status.success(), "{ns}: {out:?}");
+    };
+    route("c1", &["198.18.0.0/15", "via", "10.200.1.254", "dev", "c0"]);
+    for b in ["b1", "b2"] {
+        route(b, &["default", "via", "10.200.2.254", "dev", "b0"]);
+    }
+    lab.start_sluice();
+    lab.wait_ready();
+    let (_conn, out) = lab.py_spawn(
+        "c1",
+        "lab_conn.py",
+        &[
+            VIP,
+            &VIP_PORT.to_string(),
+            "6",
+            "--interval",
+            "0.1",
+            "--timeout",
+            "8",
+        ],
+    );
+    let lines = Lines::new(out);
+    let hello = next_line(&lines, Duration::from_secs(5));
+    let first = next_line(&lines, Duration::from_secs(5));
+    let backend = first["backend"].clone();
+    assert!(backend.is_string(), "{hello} {first}");
+    let before = retransmitted(&lab, "c1");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let pid = lab.kill9_supervised();
+        lab.wait_restarted(pid);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let mut longest_gap = 0.0f64;
+    let mut last_t = first["t"].as_f64().unwrap_or(0.0);
+    loop {
+        let l = next_line(&lines, Duration::from_secs(12));
+        assert!(l.get("error").is_none(), "the connection failed: {l}");
+        if l.get("done").is_some() {
+            break;
+        }
+        assert_eq!(l["backend"], backend, "the connection changed backend: {l}");
+        let t = l["t"].as_f64().unwrap_or(0.0);
+        longest_gap = longest_gap.max(t - last_t);
+        last_t = t;
+    }
+    let retrans = retransmitted(&lab, "c1") - before;
+    let log = lab.sluice_log();
+    let waiting: u64 = log
+        .lines()
+        .filter(|l| l.contains("took over the socket"))
+        .filter_map(|l| {
+            l.split("unread=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    eprintln!(
+        "S4a, 3 x kill -9 under a supervisor: longest gap between answers {:.0} ms, \
+         client retransmissions {retrans}, frames waiting in kept rings {waiting}",
+        longest_gap * 1e3
+    );
+    assert!(
+        waiting >= 1,
+        "no frame waited in a kept ring: was the socket taken back?\n{log}"
+    );
+    assert_eq!(
+        retrans, 0,
+        "the client had to retransmit: a frame was lost across a restart"
+    );
+}
+
 /// ARP: sluice answers for its own addresses and the VIP, and resolves the
 /// backends itself (the lab has no static neighbors anywhere).
 fn arp_resolution_learns_backends_and_answers_for_vip() {
@@ -1105,6 +1212,7 @@ machine_tests!(lab::NEEDS;
     unprivileged_with_the_units_capabilities_and_ready_notification,
     s4a_restart_keeps_long_lived_connection,
     s4a_restart_keeps_long_lived_connection_when_client_rearps,
+    s4a_kill9_under_a_supervisor_loses_no_frame,
     arp_resolution_learns_backends_and_answers_for_vip,
     two_workers_afpacket_hand_off_almost_nothing,
     #[cfg(feature = "dpdk")]

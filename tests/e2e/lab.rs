@@ -76,6 +76,10 @@ pub struct Lab {
     pub run_as: Option<(u32, Vec<String>)>,
     /// Extra environment for sluice.
     pub env: Vec<(String, String)>,
+    /// Run sluice under scripts/lab_supervisor.py (a stand-in for systemd
+    /// with a file descriptor store and Restart=always), restarting it
+    /// this many milliseconds after it exits.
+    pub supervised: Option<u32>,
     /// `dataplane.workers` (and the DPDK vdevs' queue pairs).
     pub workers: usize,
     /// Servers and background clients, killed on drop.
@@ -103,6 +107,7 @@ impl Lab {
             flow_capacity: None,
             run_as: None,
             env: Vec::new(),
+            supervised: None,
             workers: 1,
             children: Vec::new(),
         };
@@ -297,6 +302,12 @@ impl Lab {
                 &format!("--bounding-set={set}"),
             ]);
         }
+        if let Some(delay) = self.supervised {
+            cmd.args(["python3", &script("lab_supervisor.py")])
+                .args(["--restart-delay-ms", &delay.to_string(), "--pidfile"])
+                .arg(self.dir.join("sluice.pid"))
+                .arg("--");
+        }
         let child = cmd
             .args([SBIN, "run", "--config"])
             .arg(self.config_path())
@@ -321,6 +332,46 @@ impl Lab {
                 self.sluice_log()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pid of the sluice process a supervised lab runs now.
+    pub fn supervised_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("sluice.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// SIGKILLs the supervised sluice process (the supervisor starts it
+    /// again) and returns its pid.
+    pub fn kill9_supervised(&self) -> u32 {
+        let pid = self.supervised_pid().expect("a supervised sluice runs");
+        let out = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .output()
+            .expect("run kill");
+        assert!(out.status.success(), "kill -9 {pid}: {out:?}");
+        pid
+    }
+
+    /// Waits until the supervisor runs a sluice other than `old` and its
+    /// control socket answers.
+    pub fn wait_restarted(&self, old: u32) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.supervised_pid().is_some_and(|p| p != old)
+                && self.try_ctl(&["generation"]).is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the supervisor did not restart sluice within 15 s:\n{}",
+                self.sluice_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
