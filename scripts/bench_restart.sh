@@ -3,7 +3,7 @@
 # new instance starts with the same configuration and no flow snapshot),
 # phase by phase, on each port kind. Run as root:
 #
-#   scripts/bench_restart.sh [-n REPS=5] [--kinds afp,dafp,dxdp]
+#   scripts/bench_restart.sh [-n REPS=5] [--kinds afp,dafp,dxdp[,afpkept]]
 #                            [--interval-ms 100] [--flow-capacity N]
 #                            [--bin LABEL=PATH]...
 #                            [--no-build] [--out DIR]
@@ -23,7 +23,10 @@
 #   gap        the longest time between two answers on the connection (the
 #              service interruption as the client sees it; the request
 #              interval is its floor)
-# and sluice's neighbor_unresolved drops after the restart. The connection
+# and sluice's neighbor_unresolved drops after the restart. Kind afpkept is
+# the AF_PACKET port under scripts/lab_supervisor.py (what systemd does
+# with FileDescriptorStoreMax= and Restart=always): SIGKILL goes to sluice,
+# the supervisor restarts it at once and hands back the sockets it kept. The connection
 # must survive every restart (no error, same backend).
 #
 # --bin LABEL=PATH adds a binary (e.g. a previous build) measured in the
@@ -114,7 +117,7 @@ sleep 0.3
 config() { # KIND -> $STATE/sluice.toml
   local kind=$1 if0 if1 mac0="" mac1="" backend=dpdk eal=""
   case $kind in
-    afp) backend=afpacket if0=l0 if1=l1 ;;
+    afp|afpkept) backend=afpacket if0=l0 if1=l1 ;;
     dafp) if0="net_af_packet0,iface=l0,qpairs=1,qdisc_bypass=1" if1="net_af_packet1,iface=l1,qpairs=1,qdisc_bypass=1" ;;
     dxdp) if0="net_af_xdp0,iface=l0,start_queue=0,queue_count=1" if1="net_af_xdp1,iface=l1,start_queue=0,queue_count=1" ;;
     *) echo "unknown kind $kind" >&2; exit 2 ;;
@@ -161,7 +164,17 @@ port = 8080
 TOML
 }
 
-start_sluice() { # LABEL LOG
+start_sluice() { # LABEL LOG [KIND]
+  if [ "${3:-}" = afpkept ]; then
+    # Under the lab's stand-in for systemd: it keeps the AF_PACKET sockets
+    # sluice stores with it and restarts sluice at once when it dies.
+    rm -f "$STATE/pid"
+    ip netns exec "$P-lb" env RUST_LOG=info python3 "$ROOT/scripts/lab_supervisor.py" \
+      --pidfile "$STATE/pid" -- "${BIN[$1]}" run --config "$STATE/sluice.toml" >>"$2" 2>&1 &
+    SLUICE=$!
+    for _ in $(seq 1 100); do [ -s "$STATE/pid" ] && break; sleep 0.02; done
+    return
+  fi
   ip netns exec "$P-lb" env RUST_LOG=info "${BIN[$1]}" run --config "$STATE/sluice.toml" >>"$2" 2>&1 &
   SLUICE=$!
 }
@@ -175,7 +188,7 @@ one() {
   ip netns exec "$P-lb" ip link set l0 up
   ip netns exec "$P-lb" ip link set l1 up
   : >"$log"
-  start_sluice "$label" "$log"
+  start_sluice "$label" "$log" "$kind"
   for _ in $(seq 1 100); do [ -S "$STATE/sluice.sock" ] && break; sleep 0.05; done
   # Warm: the client resolves the VIP, sluice learns the client and the
   # backends.
@@ -197,13 +210,35 @@ one() {
   local client=$!
   sleep 1.2
   local t_kill t_gone t_exec
-  t_kill=$(date +%s.%N)
-  kill -KILL "$SLUICE"
-  wait "$SLUICE" 2>/dev/null || true
-  t_gone=$(date +%s.%N)
-  start_sluice "$label" "$log.2"
-  t_exec=$(date +%s.%N)
-  wait "$client" || true
+  if [ "$kind" = afpkept ]; then
+    # The supervisor reaps and restarts: "gone" and "exec" are both the
+    # moment it has started the new process.
+    local old
+    old=$(cat "$STATE/pid")
+    t_kill=$(date +%s.%N)
+    kill -KILL "$old"
+    while [ "$(cat "$STATE/pid" 2>/dev/null)" = "$old" ]; do sleep 0.001; done
+    t_gone=$(date +%s.%N)
+    t_exec=$t_gone
+    wait "$client" || true
+    # The new process's lines, for the phases.
+    python3 - "$log" "$t_kill" >"$log.2" <<'PY'
+import sys, datetime, re
+t_kill = float(sys.argv[2])
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", re.sub(r"\x1b\[[0-9;]*m", "", line))
+    if m and datetime.datetime.fromisoformat(m.group(1) + "+00:00").timestamp() > t_kill:
+        sys.stdout.write(line)
+PY
+  else
+    t_kill=$(date +%s.%N)
+    kill -KILL "$SLUICE"
+    wait "$SLUICE" 2>/dev/null || true
+    t_gone=$(date +%s.%N)
+    start_sluice "$label" "$log.2"
+    t_exec=$(date +%s.%N)
+    wait "$client" || true
+  fi
   for p in "${caps[@]}"; do kill -INT "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
   local stats
   stats=$("${BIN[$label]}" ctl --socket "$STATE/sluice.sock" --json stats 2>/dev/null || echo '{}')
