@@ -888,9 +888,9 @@ fn flood_never_evicts_real_connections() {
 
 /// The systemd unit's claims hold: sluice runs as an unprivileged user with
 /// exactly the capabilities config/sluice.service grants (parsed from the
-/// file), forwards, and tells the service manager READY=1 (Type=notify)
-/// only when every worker runs the configuration; `ctl status` and `ctl
-/// wait --ready` agree.
+/// file), forwards, hands its AF_PACKET sockets to the fd store, and tells
+/// the service manager READY=1 (Type=notify) only when every worker runs
+/// the configuration; `ctl status` and `ctl wait --ready` agree.
 fn unprivileged_with_the_units_capabilities_and_ready_notification() {
     let unit = std::fs::read_to_string(format!(
         "{}/config/sluice.service",
@@ -917,11 +917,28 @@ fn unprivileged_with_the_units_capabilities_and_ready_notification() {
     lab.run_as = Some((65534, caps.clone()));
     let started = Instant::now();
     lab.start_sluice();
+    // Before READY=1: each AF_PACKET socket for the fd store (FDSTORE=1,
+    // named by interface and worker; the descriptors themselves are
+    // dropped by this plain recv).
     let mut buf = [0u8; 512];
-    let n = rx.recv(&mut buf).expect("READY=1 from sluice");
+    let mut before = Vec::new();
+    let msg = loop {
+        let n = rx.recv(&mut buf).expect("READY=1 from sluice");
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        if msg.starts_with("READY=1") {
+            break msg;
+        }
+        before.push(msg);
+    };
     let ready_after = started.elapsed();
-    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(msg.starts_with("READY=1"), "{msg}");
+    for iface in ["l0", "l1"] {
+        assert!(
+            before
+                .iter()
+                .any(|m| m.starts_with(&format!("FDSTORE=1\nFDNAME=afpacket-{iface}-w0of1-"))),
+            "no FDSTORE for {iface} before READY=1: {before:?}"
+        );
+    }
     let status = lab.ctl(&["status"]);
     assert_eq!(status["result"]["ready"], true, "{status}");
     lab.ctl(&["wait", "--ready", "--timeout", "2s"]);

@@ -1004,15 +1004,17 @@ mod tests {
         q.hold(None, 6, Duration::from_secs(2));
         // Unnamed next hops go back at any release.
         assert_eq!(q.release(|_| false), vec![6]);
-        q.hold(Some(b), 7, Duration::ZERO);
-        q.hold(None, 8, Duration::ZERO);
-        assert_eq!(q.release_named(|h| h == b), vec![7]);
-        assert_eq!(q.release_named(|_| true), Vec::<i32>::new());
         // a never answers: its frames age out.
         assert_eq!(q.expire(Duration::from_secs(3)), 0);
         assert_eq!(q.expire(Duration::from_millis(3001)), 2);
         assert!(q.is_empty());
         assert_eq!(q.stats.released, 2);
         assert_eq!(q.stats.held, 5);
+        // Only named next hops: an unnamed one stays for the next change.
+        q.hold(Some(b), 7, Duration::ZERO);
+        q.hold(None, 8, Duration::ZERO);
+        assert_eq!(q.release_named(|h| h == b), vec![7]);
+        assert_eq!(q.release_named(|_| true), Vec::<i32>::new());
+        assert_eq!(q.len(), 1);
     }
 }
