@@ -18,7 +18,7 @@
 #   ceiling      no DUT: frames dropped at lb's l0 ingress (what gen can send)
 #   testpmd-afp  dpdk-testpmd --forward-mode=io over net_af_packet vdevs l0<->l1
 #   sluice-afp   sluice, backend "dpdk", over the same net_af_packet vdevs
-#   sluice-kafp  sluice, backend "afpacket" (its own TPACKET_V3 rings) on l0/l1
+#   sluice-kafp  sluice, backend "afpacket" (its own TPACKET_V2 rings) on l0/l1
 #   testpmd-xdp  dpdk-testpmd io over net_af_xdp vdevs   (skip with --no-xdp)
 #   sluice-xdp   sluice, backend "dpdk", net_af_xdp vdevs (skip with --no-xdp)
 #

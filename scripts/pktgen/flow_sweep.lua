@@ -1,6 +1,7 @@
 -- One point of the flow-count sweep: replays the pcap given to pktgen with
 -- -s CLIENT_PORT:FILE (run.sh flows writes one per count with mkpcap.py:
--- PG_FLOWS distinct established flows, one ACK each, replayed in a loop).
+-- PG_FLOWS distinct established flows, one ACK each, replayed in a loop;
+-- run.sh syn one of distinct SYNs per rate, labelled by PG_LABEL).
 -- Pcap replay, not range mode, because range mode cannot hold more than
 -- 24,576 distinct packets per queue.
 local pg = dofile((os.getenv("PG_DIR") or ".") .. "/common.lua")
@@ -13,5 +14,5 @@ pg.cli({
   string.format("enable %d pcap", port),
 })
 print(string.format("flow sweep point: %d flows from pcap, rate %s%%", pg.flows, pg.rate))
-pg.measure("flows=" .. pg.flows, tostring(port))
+pg.measure(os.getenv("PG_LABEL") or ("flows=" .. pg.flows), tostring(port))
 if os.getenv("PG_QUIT") ~= "0" then pktgen.quit() end

@@ -2,7 +2,7 @@
 # Run the Pktgen-DPDK scripts against sluice (see docs/PKTGEN.md).
 #
 #   scripts/pktgen/run.sh [--lab] forward [--replies]   established-flow mix to 4 VIPs
-#   scripts/pktgen/run.sh [--lab] syn                   new-flow (SYN) sweep over rates
+#   scripts/pktgen/run.sh [--lab] syn                   new-flow (SYN) sweep over rates (pcap, distinct SYNs)
 #   scripts/pktgen/run.sh [--lab] flows [COUNT...]      flow-count sweep (default 1000 10000 100000 1000000)
 #
 # Bare metal (default): sluice already runs (config/pktgen.toml) on two NIC
@@ -147,10 +147,26 @@ stats before
 case "$MODE" in
   forward) pktgen_run forward "$HERE/forward.lua" ;;
   syn)
-    # One pktgen process per rate: in the lab, a second window in the same
-    # process hung once after the first (pktgen 23.03 over net_af_packet).
+    # One pktgen process per rate (in the lab a second window in the same
+    # process hung once after the first, pktgen 23.03 over net_af_packet),
+    # each replaying its own pcap of PG_SYN_FLOWS distinct SYNs from client
+    # addresses no other rate used: every SYN of a window is a new flow for
+    # sluice until the pcap wraps (range mode repeats after 24,576 tuples;
+    # syn_sweep.lua keeps that variant: PG_SYN_RANGE=1).
+    i=0
     for r in ${PG_SYN_RATES:-1 2 5 10 20 50 100}; do
-      PG_SYN_RATES=$r pktgen_run "syn-$r" "$HERE/syn_sweep.lua"
+      i=$((i + 1))
+      if [ "${PG_SYN_RANGE:-0}" = 1 ]; then
+        PG_SYN_RATES=$r pktgen_run "syn-$r" "$HERE/syn_sweep.lua"
+      else
+        n=${PG_SYN_FLOWS:-1000000}
+        python3 "$HERE/mkpcap.py" "$OUT/syn-$r.pcap" "$n" --flag syn --size "${PG_SIZE:-64}" \
+          --vips "${PG_VIPS:-4}" --client-base "198.19.$((i * 8)).1" \
+          --dst-mac "${PG_LB_MAC0:-02:00:00:00:01:fe}" --src-mac "${PG_GEN_MAC0:-02:00:00:00:01:01}"
+        PG_RATE=$r PG_FLOWS=$n PG_LABEL="syn rate=$r%" pktgen_run "syn-$r" "$HERE/flow_sweep.lua" \
+          -s "${PG_CLIENT_PORT:-0}:$OUT/syn-$r.pcap"
+        rm -f "$OUT/syn-$r.pcap"
+      fi
       stats "after SYN rate $r%"
     done
     ;;
