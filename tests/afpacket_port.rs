@@ -527,6 +527,100 @@ fn receive_held(port: &mut AfPacketPort, want: usize) -> Vec<sluice::port::afpac
     held
 }
 
+/// A copy of a port's socket, as a service manager's fd store keeps it.
+fn kept_copy(port: &AfPacketPort) -> OwnedFd {
+    // SAFETY: dup of a live descriptor; the copy is owned here.
+    let fd = unsafe { libc::dup(port.raw_fd()) };
+    assert!(fd >= 0, "dup: {}", std::io::Error::last_os_error());
+    // SAFETY: a new descriptor nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn seqs(frames: &[Vec<u8>]) -> Vec<u32> {
+    frames.iter().filter_map(|f| seq_of(f)).collect()
+}
+
+/// A socket kept across a restart (the fd store) is taken back with its
+/// ring: the frames that arrived while no port read it come first, in
+/// order, then new ones, across the ring's wrap; a slot the dead port had
+/// lent is given back (or the kernel's walk would stop at it). A ring of
+/// another size is refused.
+fn a_kept_socket_is_taken_back_with_its_ring() {
+    let topo = Topology::new(true);
+    let config = small_ring();
+    let mut port = topo.open_port(0, 1, config);
+    let peer = topo.peer_socket();
+    for seq in 0..100 {
+        peer.send(&test_frame(seq, PEER_MAC, PORT_MAC));
+    }
+    assert_eq!(seqs(&receive(&mut port, 100)), (0..100).collect::<Vec<_>>());
+    let kept = kept_copy(&port);
+    let other = kept_copy(&port);
+    // The process dies holding one frame.
+    peer.send(&test_frame(100, PEER_MAC, PORT_MAC));
+    let held = receive_held(&mut port, 1);
+    assert_eq!(held.len(), 1);
+    std::mem::forget(held);
+    drop(port);
+    for seq in 101..131 {
+        peer.send(&test_frame(seq, PEER_MAC, PORT_MAC));
+    }
+    let bigger = RingConfig {
+        frame_count: 512,
+        ..config
+    };
+    let refused = Topology::within(&topo.a, move || {
+        AfPacketPort::adopt(other, PORT_IF, 0, 1, bigger).err()
+    });
+    assert!(refused.is_some(), "a ring of another size was taken");
+    let mut port = Topology::within(&topo.a, move || {
+        AfPacketPort::adopt(kept, PORT_IF, 0, 1, config)
+    })
+    .expect("take the socket back");
+    assert_eq!(
+        seqs(&receive(&mut port, 30)),
+        (101..131).collect::<Vec<_>>()
+    );
+    // Past the ring's 256 slots, through the slot that was lent.
+    let mut want = Vec::new();
+    for seq in 131..531 {
+        peer.send(&test_frame(seq, PEER_MAC, PORT_MAC));
+        want.push(seq);
+        if seq % 100 == 0 {
+            let got = receive(&mut port, want.len());
+            assert_eq!(seqs(&got), want);
+            want.clear();
+        }
+    }
+    assert_eq!(seqs(&receive(&mut port, want.len())), want);
+}
+
+/// Taken back with nothing unread, the port reads the next frame the
+/// kernel writes, and every one after it in order.
+fn a_kept_socket_with_nothing_unread_reads_what_comes_next() {
+    let topo = Topology::new(true);
+    let config = small_ring();
+    let mut port = topo.open_port(0, 1, config);
+    let peer = topo.peer_socket();
+    for seq in 0..150 {
+        peer.send(&test_frame(seq, PEER_MAC, PORT_MAC));
+    }
+    assert_eq!(receive(&mut port, 150).len(), 150);
+    let kept = kept_copy(&port);
+    drop(port);
+    let mut port = Topology::within(&topo.a, move || {
+        AfPacketPort::adopt(kept, PORT_IF, 0, 1, config)
+    })
+    .expect("take the socket back");
+    for seq in 150..450 {
+        peer.send(&test_frame(seq, PEER_MAC, PORT_MAC));
+        if seq % 50 == 49 {
+            let got = receive(&mut port, 50);
+            assert_eq!(seqs(&got), (seq - 49..=seq).collect::<Vec<_>>());
+        }
+    }
+}
+
 fn buffers_outlive_their_port() {
     let topo = Topology::new(true);
     let mut port = topo.open_port(0, 1, small_ring());
@@ -1033,6 +1127,8 @@ fn link_events_reopen_the_port() {
 }
 
 machine_tests!(&[harness::Need::Root, harness::Need::Tool("ip")];
+    a_kept_socket_is_taken_back_with_its_ring,
+    a_kept_socket_with_nothing_unread_reads_what_comes_next,
     rx_burst_receives_every_frame_intact,
     tx_burst_frames_reach_the_peer,
     received_frames_are_rewritten_in_place_and_sent_back,

@@ -33,6 +33,20 @@ fn eal_args() -> Vec<String> {
     .collect()
 }
 
+/// The CPUs the calling thread may run on, as /proc shows them.
+fn thread_cpus() -> String {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .expect("read /proc/thread-self/status")
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .map(|l| {
+            l.trim_start_matches("Cpus_allowed_list:")
+                .trim()
+                .to_string()
+        })
+        .expect("Cpus_allowed_list")
+}
+
 /// A frame whose every byte says which frame and offset it is.
 fn fill(buf: &mut Mbuf, tag: u8) {
     let data = buf
@@ -52,7 +66,11 @@ fn expected(tag: u8) -> Vec<u8> {
 #[test]
 fn dpdk_port_round_trips_frames_through_net_ring() {
     let args = eal_args();
+    let cpus_before = thread_cpus();
     let eal = Eal::init(&args).expect("EAL init with --no-huge");
+    // EAL pinned this thread to its main lcore (`-l 0`); sluice puts the
+    // thread's CPUs back, or every thread it starts would share CPU 0.
+    assert_eq!(thread_cpus(), cpus_before, "the EAL left the caller pinned");
     // Once per process: the same arguments give the running EAL back,
     // different ones are refused with an explanation.
     assert!(Eal::init(&args).is_ok());

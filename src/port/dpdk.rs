@@ -240,6 +240,26 @@ impl Eal {
     }
 }
 
+/// The calling thread's CPU affinity.
+fn thread_cpus() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; all-zero is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (rc == 0).then_some(set)
+}
+
+/// Sets the calling thread's CPU affinity; a failure is logged.
+fn set_thread_cpus(set: &libc::cpu_set_t) {
+    // SAFETY: reads a whole cpu_set_t.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(),
+            "could not restore the thread's CPUs after DPDK's EAL pinned it: every sluice thread shares EAL's main lcore");
+    }
+}
+
 fn eal_init_once(args: &[String]) -> Result<(), DpdkError> {
     let mut owned = Vec::with_capacity(args.len() + 1);
     owned.push(CString::new(EAL_PROGRAM_NAME).map_err(|_| DpdkError::ArgHasNul { index: 0 })?);
@@ -254,10 +274,19 @@ fn eal_init_once(args: &[String]) -> Result<(), DpdkError> {
         code: EINVAL,
         message: "too many EAL arguments".to_owned(),
     })?;
+    // EAL pins the calling thread to its main lcore (`-l`'s first core),
+    // and every thread started after would inherit that one CPU: sluice's
+    // workers (which pin themselves only when `dataplane.cores` says so)
+    // and its control thread would all share it. The caller's CPUs are
+    // put back afterwards; EAL's own threads keep theirs.
+    let cpus = thread_cpus();
     // SAFETY: argv holds argc pointers to NUL-terminated strings that live
     // for the rest of the process; EAL may permute the pointer array, which
     // is ours. OnceLock guarantees this runs once per process.
     let parsed = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
+    if let Some(cpus) = cpus {
+        set_thread_cpus(&cpus);
+    }
     if parsed < 0 {
         let code = last_errno();
         return Err(DpdkError::EalInit {

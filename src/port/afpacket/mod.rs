@@ -214,6 +214,9 @@ pub struct AfPacketPort {
     /// unread frame: where the kernel writes next is unknown, so empty
     /// polls look for the first filled slot anywhere (see [`Self::adopt`]).
     hunting: bool,
+    /// Empty polls while hunting (the whole ring is scanned every
+    /// [`HUNT_EVERY`]th).
+    hunt_polls: u32,
     tx: TxBatch,
     pool: Vec<AfPacketBuf>,
     pool_cap: usize,
@@ -365,6 +368,7 @@ impl AfPacketPort {
         AfPacketPort {
             rx_next: 0,
             hunting: false,
+            hunt_polls: 0,
             tx: TxBatch {
                 // SAFETY: iovec and mmsghdr are plain C structs for which
                 // all-zero (null pointers, zero lengths) is valid.
@@ -395,9 +399,11 @@ impl AfPacketPort {
     /// ring kept receiving while no process read it: the frames there are
     /// read first, oldest first. Slots the dead process had lent out are
     /// given back to the kernel (a slot not marked free stops the kernel's
-    /// walk: the ring would look full). With no unread frame, where the
-    /// kernel writes next is unknown, and the port hunts for the first
-    /// frame it writes.
+    /// walk: the ring would look full). With no unread frame, reading
+    /// starts after the slot the kernel filled last (slot headers keep
+    /// their receive time after they are read); should that be wrong (a
+    /// clock step), every [`HUNT_EVERY`]th empty poll scans the ring for
+    /// the oldest filled slot until a frame is read.
     pub fn adopt(
         fd: OwnedFd,
         ifname: &str,
@@ -443,11 +449,18 @@ impl AfPacketPort {
             layout.frame_size,
             layout.frames,
         ));
-        let (oldest, unread, released) = scan_unread(&map, true);
+        let found = scan(&map, true);
+        let frames = map.frames;
         let mut port =
             AfPacketPort::assemble(map, ifname, (worker, workers), config, (ifindex, mtu));
-        port.rx_next = oldest.unwrap_or(0);
-        port.hunting = oldest.is_none();
+        // The oldest unread frame; with none, the slot after the one the
+        // kernel filled last, where it writes next.
+        port.rx_next = found
+            .oldest_unread
+            .or(found.newest.map(|i| (i + 1) % frames))
+            .unwrap_or(0);
+        port.hunting = found.oldest_unread.is_none();
+        let (unread, released) = (found.unread, found.released);
         tracing::info!(
             ifname,
             worker,
@@ -475,11 +488,15 @@ impl AfPacketPort {
     }
 
     /// Where the kernel writes next, once it has written: the oldest
-    /// filled slot (see [`Self::adopt`]).
+    /// filled slot, looked for every [`HUNT_EVERY`]th call (see
+    /// [`Self::adopt`]).
     #[cold]
     fn hunt(&mut self) -> bool {
-        let (oldest, _, _) = scan_unread(&self.map, false);
-        match oldest {
+        self.hunt_polls = self.hunt_polls.wrapping_add(1);
+        if self.hunt_polls % HUNT_EVERY != 0 {
+            return false;
+        }
+        match scan(&self.map, false).oldest_unread {
             Some(i) => {
                 self.rx_next = i;
                 self.hunting = false;
@@ -553,15 +570,28 @@ impl AfPacketPort {
     }
 }
 
-/// The frame in `slot` of `map` (its status `status`, owned by user space)
-/// as a buffer, or `None` if it is skipped (counted in `stats`; the caller
-/// gives the slot back).
-#[inline]
-/// The ring's oldest unread frame (by the kernel's receive time), how many
-/// are unread, and, with `release_lent`, how many slots marked lent (by a
-/// process that is gone) went back to the kernel.
-fn scan_unread(map: &RingMap, release_lent: bool) -> (Option<usize>, usize, usize) {
+/// While a taken-over ring's read position is unsure (see
+/// [`AfPacketPort::adopt`]), every this many empty polls scan the ring.
+const HUNT_EVERY: u32 = 256;
+
+/// What [`scan`] found in a ring.
+struct Scan {
+    /// The oldest frame the kernel filled and nobody read (by the kernel's
+    /// receive time).
+    oldest_unread: Option<usize>,
+    /// The slot the kernel filled last, read or not: it writes the next
+    /// frame into the slot after it.
+    newest: Option<usize>,
+    unread: usize,
+    /// Slots marked lent (by a process that is gone) given back.
+    released: usize,
+}
+
+/// Looks at every slot's status and receive time; with `release_lent`,
+/// gives slots marked lent back to the kernel.
+fn scan(map: &RingMap, release_lent: bool) -> Scan {
     let mut oldest: Option<((u32, u32), usize)> = None;
+    let mut newest: Option<((u32, u32), usize)> = None;
     let (mut unread, mut released) = (0, 0);
     for i in 0..map.frames {
         let slot = map.slot(i);
@@ -571,24 +601,39 @@ fn scan_unread(map: &RingMap, release_lent: bool) -> (Option<usize>, usize, usiz
         if release_lent && st == ring::LENT {
             status.store(libc::TP_STATUS_KERNEL, Ordering::Release);
             released += 1;
-        } else if st & libc::TP_STATUS_USER != 0 {
-            // SAFETY: a USER slot's header is the kernel's finished write,
-            // ours to read.
-            let when = unsafe {
-                (
-                    slot.add(ring::frame::SEC).cast::<u32>().read(),
-                    slot.add(ring::frame::NSEC).cast::<u32>().read(),
-                )
-            };
+        }
+        // SAFETY: the header lies inside the slot. A slot the kernel owns
+        // may be written meanwhile: volatile reads, and a torn time only
+        // misplaces where reading starts (the hunt in `rx_burst` corrects
+        // it).
+        let when = unsafe {
+            (
+                slot.add(ring::frame::SEC).cast::<u32>().read_volatile(),
+                slot.add(ring::frame::NSEC).cast::<u32>().read_volatile(),
+            )
+        };
+        if when != (0, 0) && newest.map_or(true, |(t, _)| when > t) {
+            newest = Some((when, i));
+        }
+        if st & libc::TP_STATUS_USER != 0 {
             unread += 1;
             if oldest.map_or(true, |(t, _)| when < t) {
                 oldest = Some((when, i));
             }
         }
     }
-    (oldest.map(|(_, i)| i), unread, released)
+    Scan {
+        oldest_unread: oldest.map(|(_, i)| i),
+        newest: newest.map(|(_, i)| i),
+        unread,
+        released,
+    }
 }
 
+/// The frame in `slot` of `map` (its status `status`, owned by user space)
+/// as a buffer, or `None` if it is skipped (counted in `stats`; the caller
+/// gives the slot back).
+#[inline]
 fn lend_frame(
     map: &Arc<RingMap>,
     stats: &mut AfPacketStats,
@@ -707,6 +752,7 @@ impl Port for AfPacketPort {
         if received > 0 {
             // Before any of them can be dropped: they leave with `out`.
             RingMap::lend(&self.map, received as u32);
+            self.hunting = false;
         } else if self.hunting && self.hunt() {
             return self.rx_burst(out, max);
         }
