@@ -64,6 +64,7 @@ mod queue;
 mod relink;
 pub mod rss;
 mod wake;
+mod xdp;
 
 pub use device::{DeviceConfig, DeviceStats, DpdkDevice, LinkStatus, RssConfig, RssKey, RssState};
 pub use queue::{DpdkPort, Mbuf};
