@@ -961,6 +961,31 @@ fn unprivileged_with_the_units_capabilities_and_ready_notification() {
     );
 }
 
+/// Starts scripts/lab_conn.py in c1: one keep-alive connection through the
+/// VIP with a request every `interval` seconds for `secs` seconds. Returns
+/// its output lines once it answered, the first answer and its backend.
+fn long_connection(lab: &mut Lab, secs: &str, interval: &str) -> (Lines, Value, Value) {
+    let (_conn, out) = lab.py_spawn(
+        "c1",
+        "lab_conn.py",
+        &[
+            VIP,
+            &VIP_PORT.to_string(),
+            secs,
+            "--interval",
+            interval,
+            "--timeout",
+            "8",
+        ],
+    );
+    let lines = Lines::new(out);
+    let hello = next_line(&lines, Duration::from_secs(5));
+    let first = next_line(&lines, Duration::from_secs(5));
+    let backend = first["backend"].clone();
+    assert!(backend.is_string(), "{hello} {first}");
+    (lines, first, backend)
+}
+
 /// A long-lived connection with a request every 200 ms across a restart of
 /// sluice (SIGTERM, start again with the same configuration). With
 /// `client_rearps`, the client's neighbor entry for sluice is flushed right
@@ -973,24 +998,7 @@ fn s4a_restart(client_rearps: bool) {
     lab.write_config(&[(1, 1), (2, 1), (3, 1)]);
     lab.start_sluice();
     lab.wait_ready();
-    let (_conn, out) = lab.py_spawn(
-        "c1",
-        "lab_conn.py",
-        &[
-            VIP,
-            &VIP_PORT.to_string(),
-            "7",
-            "--interval",
-            "0.2",
-            "--timeout",
-            "8",
-        ],
-    );
-    let lines = Lines::new(out);
-    let hello = next_line(&lines, Duration::from_secs(5));
-    let first = next_line(&lines, Duration::from_secs(5));
-    let backend = first["backend"].clone();
-    assert!(backend.is_string(), "{hello} {first}");
+    let (lines, first, backend) = long_connection(&mut lab, "7", "0.2");
     next_line(&lines, Duration::from_secs(5));
     let t0 = Instant::now();
     lab.stop_sluice();
@@ -1098,24 +1106,7 @@ fn s4a_kill9_under_a_supervisor_loses_no_frame() {
     }
     lab.start_sluice();
     lab.wait_ready();
-    let (_conn, out) = lab.py_spawn(
-        "c1",
-        "lab_conn.py",
-        &[
-            VIP,
-            &VIP_PORT.to_string(),
-            "6",
-            "--interval",
-            "0.1",
-            "--timeout",
-            "8",
-        ],
-    );
-    let lines = Lines::new(out);
-    let hello = next_line(&lines, Duration::from_secs(5));
-    let first = next_line(&lines, Duration::from_secs(5));
-    let backend = first["backend"].clone();
-    assert!(backend.is_string(), "{hello} {first}");
+    let (lines, first, backend) = long_connection(&mut lab, "6", "0.1");
     let before = retransmitted(&lab, "c1");
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
