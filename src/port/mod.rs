@@ -16,6 +16,7 @@ pub mod afpacket;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod mem;
+pub(crate) mod sys;
 pub mod wait;
 
 use std::os::fd::RawFd;

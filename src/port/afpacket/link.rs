@@ -180,7 +180,7 @@ impl AfPacketPort {
             return false;
         };
         sys::ifindex_of(self.map.fd(), &name).is_some()
-            && sys::flags(self.map.fd(), &name).is_ok_and(|f| f & libc::IFF_UP != 0)
+            && crate::port::sys::if_flags(self.map.fd(), &name).is_ok_and(|f| f & libc::IFF_UP != 0)
     }
 
     /// Replaces the socket and ring with `new`'s, keeping the counters and

@@ -268,8 +268,8 @@ impl AfPacketPort {
                 source: e,
             },
         })?;
-        let ifindex =
-            sys::ifindex(&name).ok_or_else(|| AfPacketError::NoSuchInterface(ifname.to_owned()))?;
+        let ifindex = crate::port::sys::ifindex(&name)
+            .ok_or_else(|| AfPacketError::NoSuchInterface(ifname.to_owned()))?;
         let mtu = sys::mtu(&fd, &name).map_err(sys_err("SIOCGIFMTU"))?;
         let max_frame_len = mtu as usize + ethernet::HEADER_LEN + 4;
         let layout = RingLayout::new(&config, sys::page_size(), max_frame_len)
@@ -424,8 +424,8 @@ impl AfPacketPort {
                 "not an AF_PACKET socket with a TPACKET_V2 ring".into(),
             ));
         }
-        let ifindex =
-            sys::ifindex(&name).ok_or_else(|| AfPacketError::NoSuchInterface(ifname.to_owned()))?;
+        let ifindex = crate::port::sys::ifindex(&name)
+            .ok_or_else(|| AfPacketError::NoSuchInterface(ifname.to_owned()))?;
         let bound = sys::bound_ifindex(&fd).map_err(sys_err("getsockname"))?;
         if bound != ifindex {
             return Err(AfPacketError::BadConfig(format!(
@@ -519,7 +519,7 @@ impl AfPacketPort {
         let fd = self.map.fd();
         let ifindex = CString::new(self.ifname.as_str())
             .ok()
-            .and_then(|n| sys::ifindex(&n))
+            .and_then(|n| crate::port::sys::ifindex(&n))
             .ok_or_else(|| AfPacketError::NoSuchInterface(self.ifname.clone()))?;
         let group = fanout_group(ifindex, FanoutMode::Owner(side));
         fanout::join(fd, group, side, workers).map_err(|source| AfPacketError::Fanout {

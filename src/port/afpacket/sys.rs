@@ -10,6 +10,8 @@ use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
+use crate::port::sys::{ifreq, int_option};
+
 /// `SIOCETHTOOL` sub-commands (linux/ethtool.h); libc does not carry them.
 const ETHTOOL_GTSO: u32 = 0x1e;
 const ETHTOOL_GGSO: u32 = 0x23;
@@ -98,24 +100,6 @@ pub(super) fn bind_all(fd: &OwnedFd, ifindex: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// The interface's index, or `None` if there is no such interface in the
-/// calling thread's network namespace.
-pub(super) fn ifindex(name: &CString) -> Option<i32> {
-    // SAFETY: `name` is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index as i32)
-}
-
-/// An `ifreq` naming the interface (the name was checked to fit by `open`).
-fn ifreq(name: &CString) -> libc::ifreq {
-    // SAFETY: ifreq is plain data for which all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
-        *dst = src as libc::c_char;
-    }
-    req
 }
 
 /// The interface MTU (`SIOCGIFMTU`).
@@ -256,38 +240,10 @@ pub(super) fn page_size() -> usize {
     }
 }
 
-/// The interface's flags (`SIOCGIFFLAGS`): `IFF_UP`, `IFF_RUNNING`, ...
-pub(super) fn flags(fd: &OwnedFd, name: &CString) -> io::Result<i32> {
-    let mut req = ifreq(name);
-    // SAFETY: `req` is a valid ifreq naming the interface; the kernel writes
-    // the flags into its union.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
-    Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }))
-}
-
 /// Takes the socket's pending error (`SO_ERROR`, which clears it): the
 /// kernel sets `ENETDOWN` on a packet socket whose interface went down.
 pub(super) fn take_error(fd: i32) -> io::Result<i32> {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `err` and `len` are valid for writes of the sizes given.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(err)
+    int_option(fd, libc::SOL_SOCKET, libc::SO_ERROR)
 }
 
 /// `SIOCGIFINDEX` and `SIOCGSKNS` from `linux/sockios.h` (not in libc for
@@ -330,28 +286,9 @@ pub(super) fn enter_netns(ns: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// An `int` socket option of `fd`.
-fn int_option(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
-    let mut value = 0i32;
-    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: reads an int option into a live i32 of the given length.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&mut value as *mut i32).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
-}
-
 /// Whether `fd` is an AF_PACKET socket with a TPACKET_V2 ring version.
 pub(super) fn is_packet_v2(fd: &OwnedFd) -> io::Result<bool> {
+    let fd = fd.as_raw_fd();
     if int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)? != libc::AF_PACKET {
         return Ok(false);
     }

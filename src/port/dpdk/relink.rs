@@ -66,7 +66,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::device::{DeviceConfig, DeviceInner};
-use super::xdp::{attach_flags, if_index, if_up, prog_fd_by_id, xdp_attach, xdp_query};
+use super::xdp::{attach_flags, if_up, prog_fd_by_id, xdp_attach, xdp_query};
+use crate::port::sys::ifindex;
 
 /// How often a device's interface is looked at.
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -156,7 +157,7 @@ impl Relink {
     /// Records the interface as the (re-)opened device found it.
     pub(super) fn opened(&self) {
         let Some(iface) = &self.iface else { return };
-        let index = if_index(iface);
+        let index = ifindex(iface).unwrap_or(0);
         self.ifindex.store(index, Ordering::Relaxed);
         let (prog, mode) = if self.xdp && index > 0 {
             match xdp_query(index) {
@@ -198,10 +199,9 @@ impl Relink {
         let iface = self.iface.as_ref()?;
         let name = iface.to_string_lossy();
         let was = self.ifindex.load(Ordering::Relaxed);
-        let index = if_index(iface);
-        if index == 0 {
+        let Some(index) = ifindex(iface) else {
             return Some(Repair::Reopen(format!("interface {name} is gone")));
-        }
+        };
         if index != was {
             return Some(Repair::Reopen(format!(
                 "interface {name} was re-created (index {was} -> {index})"
@@ -352,7 +352,7 @@ impl Relink {
         let mut attempts = 0u32;
         loop {
             if let Some(iface) = &self.iface {
-                if if_index(iface) == 0 || !if_up(iface) {
+                if ifindex(iface).is_none() || !if_up(iface) {
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
                 }

@@ -54,20 +54,7 @@ pub(super) fn xsk_fds() -> BTreeSet<RawFd> {
 }
 
 fn socket_domain(fd: RawFd) -> Option<i32> {
-    let mut domain = 0i32;
-    let mut len = size_of::<i32>() as libc::socklen_t;
-    // SAFETY: reads an int option into a live i32 of the given length; a
-    // descriptor that is not a socket (or already closed) just fails.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut domain as *mut i32).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(domain)
+    crate::port::sys::int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok()
 }
 
 /// The wake-up of a device named `name` (driver prefix) opened with

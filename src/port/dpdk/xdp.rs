@@ -1,5 +1,5 @@
 //! The kernel interface under a DPDK virtual device, as `relink.rs` needs
-//! it: index and up flag, the XDP program attached to it (rtnetlink
+//! it (its index: `port::sys::ifindex`): up flag, the XDP program attached to it (rtnetlink
 //! `RTM_GETLINK`), and attaching a program again by id
 //! (`BPF_PROG_GET_FD_BY_ID`, `RTM_SETLINK`). Hand-rolled rtnetlink: two
 //! requests, no netlink crate.
@@ -9,12 +9,8 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-pub(super) fn if_index(name: &CStr) -> i32 {
-    // SAFETY: name is NUL-terminated; the call only reads it.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    i32::try_from(index).unwrap_or(0)
-}
-
+/// Whether the interface is up (`IFF_UP`), asked through a datagram socket
+/// of the calling thread's namespace.
 pub(super) fn if_up(name: &CStr) -> bool {
     // SAFETY: a plain datagram socket, owned at once.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -23,19 +19,7 @@ pub(super) fn if_up(name: &CStr) -> bool {
     }
     // SAFETY: fd was just opened and is owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = name.to_bytes();
-    if bytes.len() >= req.ifr_name.len() {
-        return false;
-    }
-    for (d, &s) in req.ifr_name.iter_mut().zip(bytes) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags into req.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
-    // SAFETY: after SIOCGIFFLAGS the union holds the flags.
-    rc == 0 && i32::from(unsafe { req.ifr_ifru.ifru_flags }) & libc::IFF_UP != 0
+    crate::port::sys::if_flags(&fd, name).is_ok_and(|f| f & libc::IFF_UP != 0)
 }
 
 // rtnetlink (linux/rtnetlink.h, linux/if_link.h).
@@ -305,7 +289,7 @@ mod tests {
 
     #[test]
     fn loopback_has_no_xdp_program_and_a_missing_index_is_an_error() {
-        let lo = if_index(c"lo");
+        let lo = crate::port::sys::ifindex(c"lo").expect("loopback");
         assert!(lo > 0);
         assert_eq!(xdp_query(lo).unwrap().0, 0);
         assert!(if_up(c"lo"));
