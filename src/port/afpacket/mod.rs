@@ -246,18 +246,8 @@ impl AfPacketPort {
         workers: u32,
         config: RingConfig,
     ) -> Result<AfPacketPort, AfPacketError> {
-        if worker >= workers {
-            return Err(AfPacketError::BadWorker { worker, workers });
-        }
-        if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
-            return Err(AfPacketError::BadName(ifname.to_owned()));
-        }
-        let name = CString::new(ifname).map_err(|_| AfPacketError::BadName(ifname.to_owned()))?;
-
-        let sys_err = |op: &'static str| {
-            let ifname = ifname.to_owned();
-            move |source| AfPacketError::Sys { op, ifname, source }
-        };
+        let name = checked_name(ifname, worker, workers)?;
+        let sys_err = |op| sys_err(ifname, op);
         let fd = sys::packet_socket().map_err(|e| match e.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => AfPacketError::NeedCapNetRaw {
                 ifname: ifname.to_owned(),
@@ -270,10 +260,7 @@ impl AfPacketPort {
         })?;
         let ifindex = crate::port::sys::ifindex(&name)
             .ok_or_else(|| AfPacketError::NoSuchInterface(ifname.to_owned()))?;
-        let mtu = sys::mtu(&fd, &name).map_err(sys_err("SIOCGIFMTU"))?;
-        let max_frame_len = mtu as usize + ethernet::HEADER_LEN + 4;
-        let layout = RingLayout::new(&config, sys::page_size(), max_frame_len)
-            .map_err(AfPacketError::BadConfig)?;
+        let (mtu, layout) = ring_layout(&fd, &name, ifname, &config)?;
         if !config.allow_offloads {
             let on = sys::offloads_on(&fd, &name).map_err(sys_err("SIOCETHTOOL"))?;
             if !on.is_empty() {
@@ -317,14 +304,7 @@ impl AfPacketPort {
         // every frame of the interface (duplicates of other workers' share):
         // a drop-all filter covers that window.
         let group = fanout_group(ifindex, config.fanout);
-        let map = Arc::new(RingMap::new(
-            fd,
-            base,
-            layout.bytes,
-            layout.block_size,
-            layout.frame_size,
-            layout.frames,
-        ));
+        let map = layout.map(fd, base);
         let fd = map.fd();
         if workers > 1 {
             sys::attach_drop_all(fd).map_err(sys_err("SO_ATTACH_FILTER"))?;
@@ -383,7 +363,7 @@ impl AfPacketPort {
             map,
             pool,
             pool_cap: config.pool_size as usize * 2,
-            max_frame_len: mtu as usize + ethernet::HEADER_LEN + 4,
+            max_frame_len: max_frame_len(mtu),
             ifname: ifname.to_owned(),
             stats: AfPacketStats::default(),
             kernel_drops: Cell::new(0),
@@ -411,14 +391,8 @@ impl AfPacketPort {
         workers: u32,
         config: RingConfig,
     ) -> Result<AfPacketPort, AfPacketError> {
-        if worker >= workers {
-            return Err(AfPacketError::BadWorker { worker, workers });
-        }
-        let name = CString::new(ifname).map_err(|_| AfPacketError::BadName(ifname.to_owned()))?;
-        let sys_err = |op: &'static str| {
-            let ifname = ifname.to_owned();
-            move |source| AfPacketError::Sys { op, ifname, source }
-        };
+        let name = checked_name(ifname, worker, workers)?;
+        let sys_err = |op| sys_err(ifname, op);
         if !sys::is_packet_v2(&fd).map_err(sys_err("getsockopt"))? {
             return Err(AfPacketError::BadConfig(
                 "not an AF_PACKET socket with a TPACKET_V2 ring".into(),
@@ -432,23 +406,13 @@ impl AfPacketPort {
                 "bound to interface index {bound}, {ifname} is {ifindex}"
             )));
         }
-        let mtu = sys::mtu(&fd, &name).map_err(sys_err("SIOCGIFMTU"))?;
-        let max_frame_len = mtu as usize + ethernet::HEADER_LEN + 4;
-        let layout = RingLayout::new(&config, sys::page_size(), max_frame_len)
-            .map_err(AfPacketError::BadConfig)?;
+        let (mtu, layout) = ring_layout(&fd, &name, ifname, &config)?;
         let base = sys::map_rings(&fd, layout.bytes).map_err(|source| AfPacketError::Ring {
             ifname: ifname.to_owned(),
             bytes: layout.bytes,
             source,
         })?;
-        let map = Arc::new(RingMap::new(
-            fd,
-            base,
-            layout.bytes,
-            layout.block_size,
-            layout.frame_size,
-            layout.frames,
-        ));
+        let map = layout.map(fd, base);
         let found = scan(&map, true);
         let frames = map.frames;
         let mut port =
@@ -842,6 +806,42 @@ impl Port for AfPacketPort {
     }
 }
 
+/// Longest frame a port takes on an interface of this MTU: the MTU, the
+/// Ethernet header and one VLAN tag.
+fn max_frame_len(mtu: u32) -> usize {
+    mtu as usize + ethernet::HEADER_LEN + 4
+}
+
+/// `ifname` as a C string, once the worker and the name are checked.
+fn checked_name(ifname: &str, worker: u32, workers: u32) -> Result<CString, AfPacketError> {
+    if worker >= workers {
+        return Err(AfPacketError::BadWorker { worker, workers });
+    }
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+        return Err(AfPacketError::BadName(ifname.to_owned()));
+    }
+    CString::new(ifname).map_err(|_| AfPacketError::BadName(ifname.to_owned()))
+}
+
+/// The error of system call `op` on `ifname`'s socket.
+fn sys_err(ifname: &str, op: &'static str) -> impl FnOnce(io::Error) -> AfPacketError {
+    let ifname = ifname.to_owned();
+    move |source| AfPacketError::Sys { op, ifname, source }
+}
+
+/// The interface's MTU and the ring `config` gives for it.
+fn ring_layout(
+    fd: &OwnedFd,
+    name: &CString,
+    ifname: &str,
+    config: &RingConfig,
+) -> Result<(u32, RingLayout), AfPacketError> {
+    let mtu = sys::mtu(fd, name).map_err(sys_err(ifname, "SIOCGIFMTU"))?;
+    let layout = RingLayout::new(config, sys::page_size(), max_frame_len(mtu))
+        .map_err(AfPacketError::BadConfig)?;
+    Ok((mtu, layout))
+}
+
 /// Ring sizes derived from a [`RingConfig`] and the longest frame.
 #[derive(Debug, PartialEq, Eq)]
 struct RingLayout {
@@ -862,6 +862,18 @@ const FRAME_PREFIX: usize = 80 + HEADROOM - ethernet::HEADER_LEN;
 const BLOCK_BYTES: usize = 64 << 10;
 
 impl RingLayout {
+    /// The ring of this layout, mapped at `base` from `fd`.
+    fn map(&self, fd: OwnedFd, base: NonNull<u8>) -> Arc<RingMap> {
+        Arc::new(RingMap::new(
+            fd,
+            base,
+            self.bytes,
+            self.block_size,
+            self.frame_size,
+            self.frames,
+        ))
+    }
+
     fn new(c: &RingConfig, page: usize, max_frame_len: usize) -> Result<RingLayout, String> {
         if !c.frame_size.is_power_of_two() || !(512..=65536).contains(&c.frame_size) {
             return Err(format!(
