@@ -81,28 +81,38 @@ local function range_field(lines, port, field, start, inc, min, max)
   end
 end
 
--- Client side: TCP from A x P clients to the VIPs, port 80, with `flag`
--- ("ack": established flows, picked up mid-stream; "syn": new flows).
-function M.setup_client(flows, flag)
-  local a, p, n = M.geometry(flows)
-  local port = M.client_port
-  local c0, v0 = ip2n(M.client_base), ip2n(M.vip_base)
+-- Range mode on `port`: TCP frames to `mac` with TCP flag `flag`, each
+-- field of `fields` ({name, start, inc, min, max}) stepped by range_field,
+-- at the configured size and rate.
+local function setup_range(port, mac, flag, fields)
   local l = {
     string.format("stop %d", port),
     string.format("disable %d pcap", port),
     string.format("range %d proto tcp", port),
-    string.format("range %d dst mac start %s", port, M.lb_mac0),
+    string.format("range %d dst mac start %s", port, mac),
     string.format("range %d tcp flag clr all", port),
     string.format("range %d tcp flag set %s", port, flag),
   }
-  range_field(l, port, "dst ip", n2ip(v0), "0.0.0.1", n2ip(v0), n2ip(v0 + M.vips - 1))
-  range_field(l, port, "src ip", n2ip(c0), "0.0.0.1", n2ip(c0), n2ip(c0 + a - 1))
-  range_field(l, port, "dst port", 80, 0, 80, 80)
-  range_field(l, port, "src port", 1024, 1, 1024, 1024 + p - 1)
+  for _, f in ipairs(fields) do
+    range_field(l, port, f[1], f[2], f[3], f[4], f[5])
+  end
   range_field(l, port, "size", M.size, 0, M.size, M.size)
   l[#l + 1] = string.format("set %d rate %s", port, M.rate)
   l[#l + 1] = string.format("enable %d range", port)
   M.cli(l)
+end
+
+-- Client side: TCP from A x P clients to the VIPs, port 80, with `flag`
+-- ("ack": established flows, picked up mid-stream; "syn": new flows).
+function M.setup_client(flows, flag)
+  local a, p, n = M.geometry(flows)
+  local c0, v0 = ip2n(M.client_base), ip2n(M.vip_base)
+  setup_range(M.client_port, M.lb_mac0, flag, {
+    { "dst ip", n2ip(v0), "0.0.0.1", n2ip(v0), n2ip(v0 + M.vips - 1) },
+    { "src ip", n2ip(c0), "0.0.0.1", n2ip(c0), n2ip(c0 + a - 1) },
+    { "dst port", 80, 0, 80, 80 },
+    { "src port", 1024, 1, 1024, 1024 + p - 1 },
+  })
   return a, p, n
 end
 
@@ -111,24 +121,13 @@ end
 -- as config/pktgen.toml has it), TCP ACK from port 8080.
 function M.setup_backend(flows)
   local a, p, n = M.geometry(flows)
-  local port = M.backend_port
   local c0, b0 = ip2n(M.client_base), ip2n(M.backend_base)
-  local l = {
-    string.format("stop %d", port),
-    string.format("disable %d pcap", port),
-    string.format("range %d proto tcp", port),
-    string.format("range %d dst mac start %s", port, M.lb_mac1),
-    string.format("range %d tcp flag clr all", port),
-    string.format("range %d tcp flag set ack", port),
-  }
-  range_field(l, port, "src ip", n2ip(b0), "0.0.0.1", n2ip(b0), n2ip(b0 + M.vips - 1))
-  range_field(l, port, "dst ip", n2ip(c0), "0.0.0.1", n2ip(c0), n2ip(c0 + a - 1))
-  range_field(l, port, "src port", 8080, 0, 8080, 8080)
-  range_field(l, port, "dst port", 1024, 1, 1024, 1024 + p - 1)
-  range_field(l, port, "size", M.size, 0, M.size, M.size)
-  l[#l + 1] = string.format("set %d rate %s", port, M.rate)
-  l[#l + 1] = string.format("enable %d range", port)
-  M.cli(l)
+  setup_range(M.backend_port, M.lb_mac1, "ack", {
+    { "src ip", n2ip(b0), "0.0.0.1", n2ip(b0), n2ip(b0 + M.vips - 1) },
+    { "dst ip", n2ip(c0), "0.0.0.1", n2ip(c0), n2ip(c0 + a - 1) },
+    { "src port", 8080, 0, 8080, 8080 },
+    { "dst port", 1024, 1, 1024, 1024 + p - 1 },
+  })
   return n
 end
 
