@@ -165,15 +165,17 @@ pub fn topology() -> Topology {
     }
 }
 
+/// Backend `i`'s endpoint on `port`, in `state`.
+fn ep(i: u8, port: u16, state: EndpointState) -> EndpointSpec {
+    let mut e = EndpointSpec::new(backend(i), port);
+    e.state = state;
+    e
+}
+
 /// A TCP service with active, draining, down, removed and unresolved
 /// endpoints, a UDP service, and a TCP service with no endpoint (small
 /// Maglev tables).
 pub fn services() -> Vec<ServiceSpec> {
-    let ep = |i: u8, port: u16, state: EndpointState| {
-        let mut e = EndpointSpec::new(backend(i), port);
-        e.state = state;
-        e
-    };
     let mut web = ServiceSpec::new("web", VIP, 80, Protocol::Tcp);
     web.table_size = 251;
     web.endpoints = vec![
@@ -208,11 +210,6 @@ pub fn generations() -> &'static [std::sync::Arc<sluice::service::Generation>; 3
     use sluice::service::Generation;
     static GENS: OnceLock<[Arc<Generation>; 3]> = OnceLock::new();
     GENS.get_or_init(|| {
-        let ep = |i: u8, port: u16, state: EndpointState| {
-            let mut e = EndpointSpec::new(backend(i), port);
-            e.state = state;
-            e
-        };
         let one = services();
         let g1 = Generation::build(1, &topology(), &one).expect("valid");
         let (mut web, mut dns) = (one[0].clone(), one[1].clone());
