@@ -133,6 +133,13 @@ impl Topology {
         .expect("open AfPacketPort")
     }
 
+    /// Takes back a kept socket as worker 0 of 1 (see `AfPacketPort::adopt`).
+    fn adopt_port(&self, fd: OwnedFd, config: RingConfig) -> Result<AfPacketPort, AfPacketError> {
+        Topology::within(&self.a, move || {
+            AfPacketPort::adopt(fd, PORT_IF, 0, 1, config)
+        })
+    }
+
     fn peer_socket(&self) -> RawSocket {
         Topology::within(&self.b, || RawSocket::open(PEER_IF))
     }
@@ -569,14 +576,9 @@ fn a_kept_socket_is_taken_back_with_its_ring() {
         frame_count: 512,
         ..config
     };
-    let refused = Topology::within(&topo.a, move || {
-        AfPacketPort::adopt(other, PORT_IF, 0, 1, bigger).err()
-    });
+    let refused = topo.adopt_port(other, bigger).err();
     assert!(refused.is_some(), "a ring of another size was taken");
-    let mut port = Topology::within(&topo.a, move || {
-        AfPacketPort::adopt(kept, PORT_IF, 0, 1, config)
-    })
-    .expect("take the socket back");
+    let mut port = topo.adopt_port(kept, config).expect("take the socket back");
     assert_eq!(
         seqs(&receive(&mut port, 30)),
         (101..131).collect::<Vec<_>>()
@@ -608,10 +610,7 @@ fn a_kept_socket_with_nothing_unread_reads_what_comes_next() {
     assert_eq!(receive(&mut port, 150).len(), 150);
     let kept = kept_copy(&port);
     drop(port);
-    let mut port = Topology::within(&topo.a, move || {
-        AfPacketPort::adopt(kept, PORT_IF, 0, 1, config)
-    })
-    .expect("take the socket back");
+    let mut port = topo.adopt_port(kept, config).expect("take the socket back");
     for seq in 150..450 {
         peer.send(&test_frame(seq, PEER_MAC, PORT_MAC));
         if seq % 50 == 49 {
