@@ -46,6 +46,11 @@ def main():
     path = os.path.join(tmp, "notify")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
+    # The child's environment: ours, with the notify socket; LISTEN_* are
+    # set in the child only (place() below), for what it is handed.
+    os.environ["NOTIFY_SOCKET"] = path
+    for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(k, None)
     stored = []  # (name, fd), in store order
     stopping = False
 
@@ -71,11 +76,6 @@ def main():
                 os.environ["LISTEN_FDS"] = str(n)
                 os.environ["LISTEN_FDNAMES"] = names
 
-        env = dict(os.environ, NOTIFY_SOCKET=path)
-        for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            env.pop(k, None)
-        os.environ.clear()
-        os.environ.update(env)
         child = subprocess.Popen(cmd, preexec_fn=place, close_fds=False)
         for fd in high:
             os.close(fd)

@@ -200,8 +200,13 @@ impl AfPacketPort {
         self.kernel_drops.set(kept.rx_kernel_drops);
         // A service manager keeping the old socket would keep it in the
         // fanout group across a restart: it keeps the new one instead.
-        crate::notify::remove_fd(&stored);
-        crate::notify::store_fd(&self.store_name(), self.raw_fd());
+        // (store_fd replaces what is stored under the new name; a new MTU
+        // renames the socket, and the old name goes too.)
+        let name = self.store_name();
+        if name != stored {
+            crate::notify::remove_fd(&stored);
+        }
+        crate::notify::store_fd(&name, self.raw_fd());
         tracing::info!(
             ifname = %self.ifname,
             worker = self.link.worker,
