@@ -102,29 +102,12 @@ fn run_dpdk(
         ms = started.elapsed().as_secs_f64() * 1e3,
         "DPDK EAL initialised"
     );
-    use crate::control::config::InterfaceRole;
     use crate::port::dpdk::{RssConfig, RssKey};
-    use crate::rss::ClientSide;
     let roles = config.interface_roles();
     // Devices live as long as the run: dropping one detaches it.
     let mut devices = Vec::new();
     for (i, role) in config.interface.iter_mut().zip(roles) {
-        let side = match role {
-            InterfaceRole::Client => ClientSide::Source,
-            InterfaceRole::Backend => ClientSide::Destination,
-            InterfaceRole::Both => {
-                if workers > 1 {
-                    tracing::warn!(
-                        interface = %i.name,
-                        "interface carries clients' packets and backends' replies: the NIC \
-                         steers clients' packets to their flow's owner, replies cross the \
-                         handoff ring (set role = \"client\" or \"backend\" on a one-sided \
-                         interface)"
-                    );
-                }
-                ClientSide::Source
-            }
-        };
+        let side = client_side(&i.name, role, workers, "the NIC");
         let dev_cfg = DeviceConfig {
             queues: workers as u16,
             rss: RssConfig {
@@ -165,6 +148,36 @@ fn run_dpdk(
     Err(RunError::NoDpdk)
 }
 
+/// Which side of a packet names its flow's client on an interface of this
+/// role, for steering it to the flow's owner (`steerer`: who steers, for
+/// the warning an interface carrying both sides gets with several
+/// workers).
+fn client_side(
+    name: &str,
+    role: crate::control::config::InterfaceRole,
+    workers: usize,
+    steerer: &str,
+) -> crate::rss::ClientSide {
+    use crate::control::config::InterfaceRole;
+    use crate::rss::ClientSide;
+    match role {
+        InterfaceRole::Client => ClientSide::Source,
+        InterfaceRole::Backend => ClientSide::Destination,
+        InterfaceRole::Both => {
+            if workers > 1 {
+                tracing::warn!(
+                    interface = %name,
+                    "interface carries clients' packets and backends' replies: {steerer} \
+                     steers clients' packets to their flow's owner, replies cross the \
+                     handoff ring (set role = \"client\" or \"backend\" on a one-sided \
+                     interface)"
+                );
+            }
+            ClientSide::Source
+        }
+    }
+}
+
 fn ports_open(started: Instant) {
     tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "ports open");
 }
@@ -185,28 +198,12 @@ fn open_afpacket_ports(
     workers: usize,
     ring: crate::port::afpacket::RingConfig,
 ) -> Result<Vec<Vec<crate::port::afpacket::AfPacketPort>>, RunError> {
-    use crate::control::config::InterfaceRole;
     use crate::port::afpacket::fanout::ClientSide;
     use crate::port::afpacket::{AfPacketPort, FanoutMode};
     let sides: Vec<ClientSide> = names
         .iter()
         .zip(roles)
-        .map(|(name, role)| match role {
-            InterfaceRole::Client => ClientSide::Source,
-            InterfaceRole::Backend => ClientSide::Destination,
-            InterfaceRole::Both => {
-                if workers > 1 {
-                    tracing::warn!(
-                        interface = %name,
-                        "interface carries clients' packets and backends' replies: the kernel \
-                         steers clients' packets to their flow's owner, replies cross the \
-                         handoff ring (set role = \"client\" or \"backend\" on a one-sided \
-                         interface)"
-                    );
-                }
-                ClientSide::Source
-            }
-        })
+        .map(|(name, &role)| client_side(name, role, workers, "the kernel"))
         .collect();
     let sides = &sides;
     // Sockets a service manager kept across a restart (notify.rs): each
