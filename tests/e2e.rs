@@ -1156,6 +1156,46 @@ fn s4a_kill9_under_a_supervisor_loses_no_frame() {
     );
 }
 
+/// Kept sockets that no longer match the configuration are not taken back:
+/// sluice restarted (SIGKILL, under the supervisor) with 2 workers where
+/// its sockets were stored by a 1-worker instance closes them, drops them
+/// from the store, opens its own (in a fanout group) and forwards.
+fn kept_sockets_of_another_worker_count_are_dropped() {
+    let mut lab = Lab::up(2, 1, Backend::AfPacket);
+    lab.supervised = Some(0);
+    lab.write_config(&[(1, 1), (2, 1)]);
+    lab.start_sluice();
+    lab.wait_ready();
+    assert_eq!(lab.http(1, 20)["ok"], 20);
+    lab.workers = 2;
+    lab.write_config(&[(1, 1), (2, 1)]);
+    let pid = lab.kill9_supervised();
+    lab.wait_restarted(pid);
+    lab.wait_ready();
+    let log = lab.sluice_log();
+    for iface in ["l0", "l1"] {
+        let old = format!("afpacket-{iface}-w0of1-");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("matches no port of this configuration") && l.contains(&old)),
+            "{old}* was not dropped:\n{log}"
+        );
+        // The supervisor's own log line: the store let it go.
+        assert!(
+            log.lines().any(|l| l.contains(&format!("remove {old}"))),
+            "the store still holds {old}*:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("took over the socket"),
+        "a 1-worker socket was taken back:\n{log}"
+    );
+    let r = lab.http(1, 100);
+    assert_eq!(r["ok"], 100, "{r}");
+    let s = lab.stats();
+    assert_eq!(s["workers"].as_array().map(Vec::len), Some(2), "{s}");
+}
+
 /// ARP: sluice answers for its own addresses and the VIP, and resolves the
 /// backends itself (the lab has no static neighbors anywhere).
 fn arp_resolution_learns_backends_and_answers_for_vip() {
@@ -1221,6 +1261,7 @@ machine_tests!(lab::NEEDS;
     s4a_restart_keeps_long_lived_connection,
     s4a_restart_keeps_long_lived_connection_when_client_rearps,
     s4a_kill9_under_a_supervisor_loses_no_frame,
+    kept_sockets_of_another_worker_count_are_dropped,
     arp_resolution_learns_backends_and_answers_for_vip,
     two_workers_afpacket_hand_off_almost_nothing,
     #[cfg(feature = "dpdk")]
